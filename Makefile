@@ -1,0 +1,29 @@
+# Two entry points: `make train` (set up + main job) and `make test` (set up + test suite). Both are idempotent.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXPERIMENT ?= experiments/shapes_color.yaml
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup train test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/mmfuse fit --config $(EXPERIMENT)
+
+test: $(STAMP)
+	$(BIN)/ruff check mmfuse tests benchmarks
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,91 @@
+"""``mmfuse fit|validate|test|predict --config experiments/X.yaml`` on LightningCLI.
+
+Every field of the model, data and trainer configs can be overridden on the command line
+(``--trainer.precision bf16-mixed``, ``--model.fusion.num_layers 4``); ``--print_config`` shows the resolved config.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from mmfuse.data.datamodule import ShapesDataModule
+from mmfuse.errors import ConfigError
+from mmfuse.training import FusionLitModule, RunSummary
+
+__all__ = ["MMFuseCLI", "main"]
+
+
+class MMFuseCLI(LightningCLI):
+    """LightningCLI with the data spec linked into the model, checkpointing on ``val/acc``, CSV + TensorBoard
+    logs under ``trainer.default_root_dir``, and a summary table at the end of ``fit`` and ``test``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.spec", "model.data_spec", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch:02d}-acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        if trainer_cfg.get("logger") in (None, True):
+            root = trainer_cfg.get("default_root_dir") or "runs"
+            csv = CSVLogger(root, name="")
+            kwargs["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version)]
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        self._print_summary("fit")
+
+    def after_test(self) -> None:
+        self._print_summary("test")
+
+    def _print_summary(self, stage: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        summary = next(cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary))
+        rows = [("stage", stage), ("precision", str(self.trainer.precision))]
+        rows += summary.rows(self.trainer)
+        ckpt = self.trainer.checkpoint_callback
+        if stage == "fit" and ckpt is not None and getattr(ckpt, "best_model_path", ""):
+            rows += [("best val/acc", f"{float(ckpt.best_model_score):.4f}"), ("best checkpoint", ckpt.best_model_path)]
+        if self.trainer.log_dir:
+            rows.append(("run directory", self.trainer.log_dir))
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name:<{width}}  {value}" for name, value in rows]
+        rule = "-" * max(len(line) for line in lines)
+        print("\n".join([rule, f"mmfuse {stage} summary", rule, *lines, rule]))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point; configuration errors end with a one-line message instead of a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        MMFuseCLI(
+            FusionLitModule,
+            ShapesDataModule,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            trainer_defaults={"callbacks": [RunSummary()]},
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except ConfigError as err:
+        print(f"mmfuse: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Top-level typed configs. Each default is stated once, here or next to its component."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
+from mmfuse.errors import ConfigError
+from mmfuse.fusion import ConcatFusionConfig, CrossAttentionFusionConfig, ImageOnlyFusionConfig, TextOnlyFusionConfig
+from mmfuse.heads import ClassificationHeadConfig
+from mmfuse.types import DataSpec
+
+__all__ = ["ModelConfig", "OptimConfig", "FusionConfig", "resolve_model_config", "config_from_dict"]
+
+# One config class per registered fusion; the ``name`` literal tells them apart when a YAML is parsed.
+FusionConfig = Union[CrossAttentionFusionConfig, ConcatFusionConfig, ImageOnlyFusionConfig, TextOnlyFusionConfig]  # noqa: UP007
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """An :class:`~mmfuse.models.ImageTextModel`: two encoders, a fusion and a head at one common width.
+
+    Attributes:
+        width: common width D that both encoders project to.
+        vision: vision encoder config.
+        text: text encoder config.
+        fusion: fusion config (``cross_attention``, ``concat``, ``image_only``, ``text_only``).
+        head: head config.
+        vocab_size: tokenizer vocabulary size; None takes it from the data.
+        pad_token_id: tokenizer padding id; None takes it from the data.
+    """
+
+    width: int = 256
+    vision: TimmVisionEncoderConfig = field(default_factory=TimmVisionEncoderConfig)
+    text: HFTextEncoderConfig = field(default_factory=HFTextEncoderConfig)
+    fusion: FusionConfig = field(default_factory=CrossAttentionFusionConfig)
+    head: ClassificationHeadConfig = field(default_factory=ClassificationHeadConfig)
+    vocab_size: int | None = None
+    pad_token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up and cosine (or constant) decay.
+
+    Attributes:
+        lr: peak learning rate.
+        weight_decay: decoupled weight decay, not applied to biases and norm weights.
+        betas: AdamW betas.
+        warmup_ratio: fraction of the total optimizer steps spent warming up.
+        schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_ratio: float = 0.05
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+def resolve_model_config(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
+    """Fill the values that the data determines (classes, vocabulary, image size); disagreements are errors."""
+    num_classes = cfg.head.num_classes
+    if num_classes is not None and num_classes != spec.num_classes:
+        raise ConfigError(
+            f"model.head.num_classes={num_classes} but the data has {spec.num_classes} classes "
+            f"({list(spec.class_names)[:10]}); remove the field or set it to {spec.num_classes}"
+        )
+    if cfg.vocab_size is not None and cfg.vocab_size < spec.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {spec.vocab_size}")
+    return dataclasses.replace(
+        cfg,
+        head=dataclasses.replace(cfg.head, num_classes=spec.num_classes),
+        vision=dataclasses.replace(cfg.vision, img_size=cfg.vision.img_size or spec.image_size),
+        vocab_size=cfg.vocab_size or spec.vocab_size,
+        pad_token_id=spec.pad_token_id if cfg.pad_token_id is None else cfg.pad_token_id,
+    )
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from ``dataclasses.asdict`` output, e.g. a checkpoint's hyperparameters.
+
+    A field typed as a union of configs picks the member whose ``name`` default equals ``data["name"]``.
+    """
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+    values = {}
+    for key, value in data.items():
+        target = _config_type(hints[key], value)
+        if target is not None and isinstance(value, dict):
+            value = config_from_dict(target, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values)
+
+
+def _config_type(hint: Any, value: Any) -> type | None:
+    """The dataclass that ``value`` should become, if ``hint`` names one (directly or in a union)."""
+    if dataclasses.is_dataclass(hint):
+        return hint  # type: ignore[return-value]
+    if get_origin(hint) in (Union, types.UnionType):
+        members = [m for m in get_args(hint) if dataclasses.is_dataclass(m)]
+        for member in members:
+            name_field = next((f for f in dataclasses.fields(member) if f.name == "name"), None)
+            if name_field is not None and isinstance(value, dict) and value.get("name") == name_field.default:
+                return member
+        if members:
+            raise ConfigError(f"no config among {[m.__name__ for m in members]} has name={value.get('name')!r}")
+    return None

@@ -1,0 +1,16 @@
+"""Image and text encoders; the imports below fill the registries."""
+
+from mmfuse.encoders.base import TEXT_ENCODERS, VISION_ENCODERS, build_text_encoder, build_vision_encoder
+from mmfuse.encoders.hf_text import HFTextEncoder, HFTextEncoderConfig
+from mmfuse.encoders.timm_vision import TimmVisionEncoder, TimmVisionEncoderConfig
+
+__all__ = [
+    "VISION_ENCODERS",
+    "TEXT_ENCODERS",
+    "build_vision_encoder",
+    "build_text_encoder",
+    "TimmVisionEncoder",
+    "TimmVisionEncoderConfig",
+    "HFTextEncoder",
+    "HFTextEncoderConfig",
+]

@@ -1,0 +1,5 @@
+"""Pure PyTorch models."""
+
+from mmfuse.models.image_text import ImageTextModel, ModelOutput
+
+__all__ = ["ImageTextModel", "ModelOutput"]

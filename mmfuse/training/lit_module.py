@@ -1,0 +1,115 @@
+"""FusionLitModule: loss, metrics, logging and optimisation around a pure :class:`ImageTextModel`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+from mmfuse.config import FusionConfig, ModelConfig, OptimConfig, config_from_dict, resolve_model_config
+from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
+from mmfuse.errors import ConfigError
+from mmfuse.fusion import CrossAttentionFusionConfig
+from mmfuse.heads import ClassificationHeadConfig
+from mmfuse.models import ImageTextModel
+from mmfuse.types import Batch, DataSpec
+
+__all__ = ["FusionLitModule"]
+
+
+class FusionLitModule(L.LightningModule):
+    """Trains an :class:`ImageTextModel` for classification.
+
+    The model's fields sit at the top of the ``model:`` section of an experiment YAML (``model.vision``,
+    ``model.fusion``...); values the data determines (classes, vocabulary, image size) come from ``data_spec``.
+
+    Args:
+        width: common width D of encoders and fusion.
+        vision: vision encoder config.
+        text: text encoder config.
+        fusion: fusion config; its ``name`` picks the registered fusion.
+        head: head config.
+        optim: optimiser and schedule.
+        data_spec: facts about the data; the CLI links it from the data module.
+    """
+
+    def __init__(
+        self,
+        width: int = ModelConfig.width,
+        vision: TimmVisionEncoderConfig = TimmVisionEncoderConfig(),
+        text: HFTextEncoderConfig = HFTextEncoderConfig(),
+        fusion: FusionConfig = CrossAttentionFusionConfig(),
+        head: ClassificationHeadConfig = ClassificationHeadConfig(),
+        optim: OptimConfig = OptimConfig(),
+        data_spec: DataSpec | None = None,
+    ) -> None:
+        super().__init__()
+        if data_spec is None:
+            raise ConfigError("FusionLitModule needs data_spec (the CLI links it from the data module's `spec`)")
+        parts = {"width": width, "vision": _as_dict(vision), "text": _as_dict(text)}
+        parts |= {"fusion": _as_dict(fusion), "head": _as_dict(head)}
+        # Checkpoints hold plain dicts, so loading them needs no pickled classes.
+        self.save_hyperparameters({**parts, "optim": _as_dict(optim), "data_spec": _as_dict(data_spec)})
+        data_spec = config_from_dict(DataSpec, _as_dict(data_spec))
+        self.model_cfg = resolve_model_config(config_from_dict(ModelConfig, parts), data_spec)
+        self.optim = config_from_dict(OptimConfig, _as_dict(optim))
+        self.model = ImageTextModel(self.model_cfg)
+        num_classes = data_spec.num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, batch: Batch) -> Tensor:
+        """(B, K) logits for a batch."""
+        return self.model(batch.images, batch.input_ids, batch.attention_mask).logits
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch.labels)
+        self.train_acc(logits, batch.labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        probs = self(batch).float().softmax(dim=-1)
+        return {"probs": probs, "pred": probs.argmax(dim=-1)}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optim
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]  # biases and norm weights
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=cfg.betas,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(cfg.warmup_ratio * total)
+        if cfg.schedule == "cosine":
+            scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+        else:
+            scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _evaluate(self, batch: Batch, stage: str, metric: MulticlassAccuracy) -> None:
+        logits = self(batch)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, batch.labels), batch_size=len(batch), sync_dist=True)
+        metric(logits, batch.labels)
+        self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=len(batch))
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)

@@ -1,0 +1,90 @@
+"""Typed containers passed between components."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["EncoderOutput", "FusionOutput", "Batch", "DataSpec"]
+
+
+@dataclass
+class EncoderOutput:
+    """What every image and text encoder returns.
+
+    Attributes:
+        tokens: (B, N, D) token features; N includes prefix tokens.
+        mask: (B, N) bool, True = valid token; None = all valid.
+        pooled: (B, D) summary vector.
+        num_prefix_tokens: CLS/register tokens at the start of ``tokens``.
+        grid_size: (Gh, Gw) patch grid of an image encoder; None for text.
+    """
+
+    tokens: Tensor
+    mask: Tensor | None
+    pooled: Tensor
+    num_prefix_tokens: int = 0
+    grid_size: tuple[int, int] | None = None
+
+
+@dataclass
+class FusionOutput:
+    """What every fusion module returns.
+
+    Attributes:
+        fused: (B, D) joint representation fed to the head.
+        tokens: (B, M, D) fused tokens (text tokens after cross-attention) or None.
+        attn_weights: per fusion layer, (B, nh, L, N) text-to-image attention; None unless asked for.
+        image_attn_weights: per fusion layer, (B, nh, N, L) image-to-text attention (co-attention only).
+    """
+
+    fused: Tensor
+    tokens: Tensor | None = None
+    attn_weights: tuple[Tensor, ...] | None = None
+    image_attn_weights: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class Batch:
+    """One training batch.
+
+    Attributes:
+        images: (B, 3, H, W) float in [0, 1]; the vision encoder normalises with its own statistics.
+        input_ids: (B, L) long token ids.
+        attention_mask: (B, L) bool, True = real token.
+        labels: (B,) long class indices, or None at prediction time.
+    """
+
+    images: Tensor
+    input_ids: Tensor
+    attention_mask: Tensor
+    labels: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device`` (non-blocking where possible)."""
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.images), move(self.input_ids), move(self.attention_mask), move(self.labels))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Facts about a dataset that the model is built from (derived once, never typed twice).
+
+    Attributes:
+        num_classes: size of the answer / label vocabulary.
+        vocab_size: size of the tokenizer's vocabulary.
+        pad_token_id: id used for padding.
+        image_size: side of the (square) images the data yields.
+        class_names: label names, index-aligned.
+    """
+
+    num_classes: int
+    vocab_size: int
+    pad_token_id: int
+    image_size: int
+    class_names: tuple[str, ...] = ()

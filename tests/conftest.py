@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny random-init components, a tiny shapes world, one seed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from mmfuse.data.shapes import ShapesWorldConfig  # noqa: E402
+from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig  # noqa: E402
+from mmfuse.types import DataSpec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A few families of each kind, shrunk so that every test stays fast on two CPU cores.
+TINY_VISION = {
+    "resnet": TimmVisionEncoderConfig(
+        model_name="resnet18", model_kwargs={"channels": [8, 16, 32, 64], "stem_width": 8}
+    ),
+    "vit": TimmVisionEncoderConfig(
+        model_name="vit_tiny_patch16_224", model_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2, "patch_size": 8}
+    ),
+    "convnext": TimmVisionEncoderConfig(model_name="convnext_atto", model_kwargs={"dims": [8, 16, 32, 64]}),
+}
+TINY_TEXT = {
+    "bert": HFTextEncoderConfig(
+        model_type="bert",
+        config_kwargs={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    ),
+    "roberta": HFTextEncoderConfig(
+        model_type="roberta",
+        config_kwargs={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    ),
+    "distilbert": HFTextEncoderConfig(
+        model_type="distilbert", config_kwargs={"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
+    ),
+}
+TINY_WORLD = ShapesWorldConfig(
+    image_size=48, min_object_size=8, max_object_size=12, num_train=96, num_val=32, num_test=32
+)
+TINY_SPEC = DataSpec(num_classes=4, vocab_size=40, pad_token_id=0, image_size=32, class_names=("a", "b", "c", "d"))
+
+# Command-line overrides that shrink the main experiment to seconds (used by the CLI and DDP tests).
+TINY_CLI_ARGS = [
+    "--model.width=32",
+    "--model.vision.model_kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
+    "--model.text.config_kwargs={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}",
+    "--data.world.image_size=48",
+    "--data.world.min_object_size=8",
+    "--data.world.max_object_size=12",
+    "--data.world.num_train=96",
+    "--data.world.num_val=32",
+    "--data.world.num_test=32",
+    "--data.batch_size=16",
+    "--trainer.max_epochs=1",
+    "--trainer.max_steps=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.limit_test_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def seed() -> None:
+    """One seed for every test."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide cache for generated data."""
+    return tmp_path_factory.mktemp("mmfuse-cache")
+
+
+def random_text_batch(batch: int, length: int, vocab: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids (B, L) and a bool mask with the given number of real tokens per row (padding at the end)."""
+    input_ids = torch.randint(4, vocab, (batch, length))
+    mask = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]  # (B, L)
+    return input_ids.masked_fill(~mask, 0), mask

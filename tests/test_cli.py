@@ -1,0 +1,74 @@
+"""The command line: short fits, every experiment YAML, and clear messages for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmfuse.cli import MMFuseCLI, main
+from mmfuse.data.datamodule import ShapesDataModule
+from mmfuse.training import FusionLitModule
+from tests.conftest import REPO, TINY_CLI_ARGS
+
+MAIN = str(REPO / "experiments" / "shapes_color.yaml")
+EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+
+
+def _args(tmp_path: Path, cache_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--config", MAIN, *TINY_CLI_ARGS, f"--trainer.default_root_dir={tmp_path}", f"--data.cache_dir={cache_dir}",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_short_fit_logs_checkpoints_and_summarises(
+    precision: str, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    main(["fit", *_args(tmp_path, cache_dir, f"--trainer.precision={precision}")])
+    out = capsys.readouterr().out
+    assert "mmfuse fit summary" in out and precision in out
+    run = tmp_path / "version_0"
+    assert (run / "metrics.csv").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["precision"] == precision
+
+
+def test_test_subcommand_prints_summary(tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    main(["test", *_args(tmp_path, cache_dir)])
+    assert "mmfuse test summary" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_parses_and_builds(experiment: Path, tmp_path: Path, cache_dir: Path) -> None:
+    cli = MMFuseCLI(
+        FusionLitModule, ShapesDataModule, run=False, auto_configure_optimizers=False,
+        args=["--config", str(experiment), *TINY_CLI_ARGS, f"--data.cache_dir={cache_dir}",
+              f"--trainer.default_root_dir={tmp_path}"],
+    )  # fmt: skip
+    assert isinstance(cli.model, FusionLitModule)
+    assert cli.model.model_cfg.head.num_classes == cli.datamodule.spec.num_classes
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--model.fusion.num_layerz=2", "num_layerz"),
+        ("--data.batch_size=many", "many"),
+        ("--model.vision.model_name=resnet_18", "resnet_18"),
+        ("--model.vision.pretrained=/no/such/weights.safetensors", "/no/such/weights.safetensors"),
+        ("--model.head.num_classes=7", "num_classes=7"),
+        ("--model.text.model_type=bertt", "bertt"),
+    ],
+)
+def test_bad_input_ends_with_a_message_naming_the_value(
+    override: str, message: str, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *_args(tmp_path, cache_dir, override)])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
