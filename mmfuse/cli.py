@@ -53,7 +53,7 @@ class MMFuseCLI(LightningCLI):
         self._print_summary("test")
 
     def _print_summary(self, stage: str) -> None:
-        if not self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:  # rank 0 only: nothing below may call a collective
             return
         summary = next(cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary))
         rows = [("stage", stage), ("precision", str(self.trainer.precision))]
@@ -61,8 +61,8 @@ class MMFuseCLI(LightningCLI):
         ckpt = self.trainer.checkpoint_callback
         if stage == "fit" and ckpt is not None and getattr(ckpt, "best_model_path", ""):
             rows += [("best val/acc", f"{float(ckpt.best_model_score):.4f}"), ("best checkpoint", ckpt.best_model_path)]
-        if self.trainer.log_dir:
-            rows.append(("run directory", self.trainer.log_dir))
+        if self.trainer.logger is not None and self.trainer.logger.log_dir:
+            rows.append(("run directory", self.trainer.logger.log_dir))
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         rule = "-" * max(len(line) for line in lines)

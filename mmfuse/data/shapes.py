@@ -1,15 +1,17 @@
 """The shapes world: a seeded generator of images with coloured shapes and questions about them.
 
-Every image holds one object of each of ``num_objects`` shape kinds, painted with a random permutation of
-``num_objects`` colours at random non-overlapping places. A question names one object by one attribute and asks for
-another, so the image alone cannot tell which object is meant and the text alone cannot tell the answer: both
-unimodal baselines sit at chance by construction (a uniform permutation makes every answer equally likely given
-either modality), and only a model that fuses them can solve it.
+Every image holds 2..5 objects (``min_objects``..``max_objects``) of distinct shape kinds and distinct colours, at
+random non-overlapping places. A question names one object by one attribute and asks for another, so the text alone
+cannot tell the answer (every colour is equally likely for every shape: chance, 1 / ``num_colors`` for the colour
+task) and the image alone can only guess among the colours present (1 / k for k objects); only a model that fuses
+them solves it. Images with few objects are what let gradient training find the text-to-object binding early: with
+every colour in every image the averaged image says nothing about the answer and training sits on a long plateau.
 
 Tasks:
+    ``attribute``: a colour question or a shape question, half and half; the answer vocabulary holds both.
     ``color``: "what colour is the triangle?" -> a colour.
     ``shape``: "what shape is the red object?" -> a shape.
-    ``exists``: "is there a red circle?" -> yes / no (balanced).
+    ``exists``: "is there a red circle?" -> yes / no (balanced; a "no" names a colour that is in the image).
     ``relation``: "is the circle left of the square?" -> yes / no.
 
 Knobs (all off by default): training-label noise, a protected attribute in the text (a name or pronoun that should
@@ -49,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when rendering or sampling changes, so caches are rebuilt
+GENERATOR_VERSION = 2  # bump when rendering or sampling changes, so caches are rebuilt
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 25, 25),
@@ -59,7 +61,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "magenta": (230, 40, 230),
     "cyan": (30, 225, 225),
 }
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "bar")
+# Kinds chosen to stay distinct at 8 px feature strides (a diamond was mistaken for a triangle far more often).
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross", "bar")
 PROTECTED_GROUPS: tuple[tuple[str, ...], ...] = (
     ("she", "anna", "maria", "emma", "sofia"),
     ("he", "james", "omar", "lucas", "noah"),
@@ -80,8 +83,11 @@ class ShapesWorldConfig:
     """Config of the shapes world.
 
     Attributes:
-        task: ``color``, ``shape``, ``exists`` or ``relation``.
-        num_objects: shape kinds and colours in play (2..6); every image holds one object of each kind.
+        task: ``attribute`` (colour and shape questions mixed), ``color``, ``shape``, ``exists`` or ``relation``.
+        num_shapes: shape kinds in play (2..6).
+        num_colors: colours in play (2..6).
+        min_objects: fewest objects in an image (at least 2).
+        max_objects: most objects in an image (at most ``min(num_shapes, num_colors)``).
         image_size: image side in pixels.
         min_object_size: smallest object side in pixels.
         max_object_size: largest object side in pixels.
@@ -92,12 +98,15 @@ class ShapesWorldConfig:
         label_noise: fraction of *training* labels replaced by a different random class (val/test stay clean).
         protected_attribute: prefix each text with a name or pronoun from two groups ("anna asks : ...").
         spurious_correlation: with this probability the group is chosen by the label's parity instead of at random.
-        shift: add a ``shift`` split (grey background, pixel noise, and the colour-shape pairs on the diagonal,
-            which training never shows).
+        shift: add a ``shift`` split (grey background, pixel noise, and questions about colour i on shape i,
+            a pairing that training never shows).
     """
 
-    task: Literal["color", "shape", "exists", "relation"] = "color"
-    num_objects: int = 4
+    task: Literal["attribute", "color", "shape", "exists", "relation"] = "attribute"
+    num_shapes: int = 6
+    num_colors: int = 6
+    min_objects: int = 2
+    max_objects: int = 5
     image_size: int = 64
     min_object_size: int = 12
     max_object_size: int = 18
@@ -111,8 +120,15 @@ class ShapesWorldConfig:
     shift: bool = False
 
     def __post_init__(self) -> None:
-        if not 2 <= self.num_objects <= len(SHAPES):
-            raise ConfigError(f"data.world.num_objects={self.num_objects} must be in 2..{len(SHAPES)}")
+        if not (2 <= self.num_shapes <= len(SHAPES) and 2 <= self.num_colors <= len(COLORS)):
+            raise ConfigError(
+                f"data.world.num_shapes={self.num_shapes} and data.world.num_colors={self.num_colors} must be in 2..6"
+            )
+        if not 2 <= self.min_objects <= self.max_objects <= min(self.num_shapes, self.num_colors):
+            raise ConfigError(
+                f"data.world: need 2 <= min_objects ({self.min_objects}) <= max_objects ({self.max_objects}) <= "
+                f"min(num_shapes, num_colors) = {min(self.num_shapes, self.num_colors)}"
+            )
         if not 0.0 <= self.label_noise < 1.0 or not 0.0 <= self.spurious_correlation <= 1.0:
             raise ConfigError(
                 f"data.world.label_noise={self.label_noise} must be in [0, 1) and "
@@ -120,30 +136,32 @@ class ShapesWorldConfig:
             )
         if self.spurious_correlation and not self.protected_attribute:
             raise ConfigError("data.world.spurious_correlation needs data.world.protected_attribute: true")
-        need = self.num_objects * (self.max_object_size + 2) ** 2
+        need = self.max_objects * (self.max_object_size + 2) ** 2
         if self.min_object_size > self.max_object_size or need > 0.6 * self.image_size**2:
             raise ConfigError(
-                f"data.world: {self.num_objects} objects of up to {self.max_object_size}px do not fit in "
+                f"data.world: {self.max_objects} objects of up to {self.max_object_size}px do not fit in "
                 f"{self.image_size}px images (or min_object_size > max_object_size)"
             )
 
     @property
     def colors(self) -> tuple[str, ...]:
-        return tuple(COLORS)[: self.num_objects]
+        return tuple(COLORS)[: self.num_colors]
 
     @property
     def shapes(self) -> tuple[str, ...]:
-        return SHAPES[: self.num_objects]
+        return SHAPES[: self.num_shapes]
 
 
 def answer_vocabulary(cfg: ShapesWorldConfig) -> tuple[str, ...]:
     """Class names of the task, index-aligned with the labels."""
-    return {"color": cfg.colors, "shape": cfg.shapes}.get(cfg.task, ("no", "yes"))
+    vocabularies = {"color": cfg.colors, "shape": cfg.shapes, "attribute": cfg.colors + cfg.shapes}
+    return vocabularies.get(cfg.task, ("no", "yes"))
 
 
 def text_vocabulary(cfg: ShapesWorldConfig) -> list[str]:
     """Every word the generator can write for ``cfg`` (the built-in tokenizer is trained on these)."""
-    words = {w for template in TEMPLATES[cfg.task] for w in template.split() if "{" not in w}
+    tasks = ("color", "shape") if cfg.task == "attribute" else (cfg.task,)
+    words = {w for task in tasks for template in TEMPLATES[task] for w in template.split() if "{" not in w}
     words |= set(COLORS) | set(SHAPES) | set(PROTECTED_PREFIX.split()) - {"{who}"}
     words |= {w for group in PROTECTED_GROUPS for w in group}
     return sorted(words)
@@ -160,8 +178,8 @@ def _draw_shape(
         draw.rectangle(box, fill=rgb)
     elif shape == "triangle":
         draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=rgb)
-    elif shape == "diamond":
-        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=rgb)
+    elif shape == "ring":
+        draw.ellipse(box, outline=rgb, width=max(2, (x1 - x0 + 1) // 5))
     elif shape == "cross":
         t = max(2, (x1 - x0 + 1) // 3)
         draw.rectangle((x0, round(cy - t / 2), x1, round(cy + t / 2) - 1), fill=rgb)
@@ -173,11 +191,11 @@ def _draw_shape(
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def _place_boxes(rng: np.random.Generator, cfg: ShapesWorldConfig) -> list[tuple[int, int, int, int]]:
+def _place_boxes(rng: np.random.Generator, cfg: ShapesWorldConfig, count: int) -> list[tuple[int, int, int, int]]:
     """Non-overlapping square boxes (inclusive pixel bounds) with a 2px gap between objects."""
     for _ in range(100):
         boxes: list[tuple[int, int, int, int]] = []
-        for _ in range(cfg.num_objects):
+        for _ in range(count):
             for _ in range(50):
                 side = int(rng.integers(cfg.min_object_size, cfg.max_object_size + 1))
                 x0 = int(rng.integers(1, cfg.image_size - side))
@@ -188,9 +206,9 @@ def _place_boxes(rng: np.random.Generator, cfg: ShapesWorldConfig) -> list[tuple
                     break
             else:
                 break
-        if len(boxes) == cfg.num_objects:
+        if len(boxes) == count:
             return boxes
-    raise RuntimeError(f"could not place {cfg.num_objects} objects in {cfg.image_size}px; lower max_object_size")
+    raise RuntimeError(f"could not place {count} objects in {cfg.image_size}px; lower max_object_size")
 
 
 def _tight_box(draw_fn: Any, cfg: ShapesWorldConfig, shape: str, box: tuple[int, int, int, int]) -> list[float]:
@@ -202,56 +220,68 @@ def _tight_box(draw_fn: Any, cfg: ShapesWorldConfig, shape: str, box: tuple[int,
 
 
 def _question(
-    rng: np.random.Generator, cfg: ShapesWorldConfig, colors: list[str], boxes: list[list[float]], *, shift: bool
+    rng: np.random.Generator,
+    cfg: ShapesWorldConfig,
+    shapes: list[str],
+    colors: list[str],
+    boxes: list[list[float]],
+    *,
+    shift: bool,
 ) -> tuple[str, int, list[int]]:
-    """A question, its label and the indices of the objects it refers to. Object i has shape ``cfg.shapes[i]``."""
-    shapes, n = cfg.shapes, cfg.num_objects
-    template = TEMPLATES[cfg.task][int(rng.integers(len(TEMPLATES[cfg.task])))]
+    """A question, its label and the indices of the objects it refers to."""
+    task = cfg.task if cfg.task != "attribute" else ("color", "shape")[int(rng.integers(2))]
+    template = TEMPLATES[task][int(rng.integers(len(TEMPLATES[task])))]
     if shift:  # ask about an object whose colour-shape pair training never shows
-        candidates = [i for i in range(n) if colors[i] == cfg.colors[i]]
-        target = int(rng.choice(candidates))
+        target = int(rng.choice([i for i in range(len(shapes)) if _held_out(cfg, shapes[i], colors[i])]))
     else:
-        target = int(rng.integers(n))
-    if cfg.task == "color":
+        target = int(rng.integers(len(shapes)))
+    if task == "color":
         return template.format(shape=shapes[target]), cfg.colors.index(colors[target]), [target]
-    if cfg.task == "shape":
-        return template.format(color=colors[target]), target, [target]
-    if cfg.task == "exists":
+    if task == "shape":  # in the ``attribute`` task, shape answers follow the colour answers
+        offset = len(cfg.colors) if cfg.task == "attribute" else 0
+        return template.format(color=colors[target]), offset + cfg.shapes.index(shapes[target]), [target]
+    if task == "exists":
         is_yes = bool(rng.integers(2))
-        asked = colors[target] if is_yes else str(rng.choice([c for c in cfg.colors if c != colors[target]]))
+        asked = colors[target] if is_yes else str(rng.choice([c for c in colors if c != colors[target]]))
         return template.format(color=asked, shape=shapes[target]), int(is_yes), [target]
     centre = [(b[0] + b[2]) / 2 for b in boxes]
-    others = [j for j in range(n) if j != target and abs(centre[j] - centre[target]) >= 4]
-    other = int(rng.choice(others)) if others else (target + 1) % n
+    others = [j for j in range(len(shapes)) if j != target and abs(centre[j] - centre[target]) >= 4]
+    other = int(rng.choice(others)) if others else (target + 1) % len(shapes)
     is_left = centre[target] < centre[other]
     return template.format(shape=shapes[target], other=shapes[other]), int(is_left), [target, other]
 
 
-def _colour_permutation(rng: np.random.Generator, cfg: ShapesWorldConfig, split: str) -> list[str]:
-    """Colours of objects 0..n-1. With ``shift`` on, training never pairs colour i with shape i; the shift split
-    always holds at least one such pair."""
+def _held_out(cfg: ShapesWorldConfig, shape: str, color: str) -> bool:
+    """The colour-shape pairs that a world with ``shift`` never shows in training: colour i on shape i."""
+    return cfg.shapes.index(shape) == cfg.colors.index(color)
+
+
+def _sample_objects(rng: np.random.Generator, cfg: ShapesWorldConfig, split: str) -> tuple[list[str], list[str]]:
+    """Distinct shapes and distinct colours of the objects in one image."""
     for _ in range(1000):
-        perm = [cfg.colors[i] for i in rng.permutation(cfg.num_objects)]
-        fixed = any(perm[i] == cfg.colors[i] for i in range(cfg.num_objects))
-        if not cfg.shift or (fixed if split == "shift" else not fixed):
-            return perm
-    raise RuntimeError("unreachable: permutation sampling failed")
+        count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        shapes = [cfg.shapes[i] for i in rng.choice(cfg.num_shapes, count, replace=False)]
+        colors = [cfg.colors[i] for i in rng.choice(cfg.num_colors, count, replace=False)]
+        unseen = any(_held_out(cfg, s, c) for s, c in zip(shapes, colors))
+        if not cfg.shift or (unseen if split == "shift" else not unseen):
+            return shapes, colors
+    raise RuntimeError("could not sample objects for the shift constraint")
 
 
 def render_example(rng: np.random.Generator, cfg: ShapesWorldConfig, split: str) -> dict[str, Any]:
     """One example: PNG bytes, text, label and the objects' ground truth."""
-    colors = _colour_permutation(rng, cfg, split)
-    squares = _place_boxes(rng, cfg)
+    shapes, colors = _sample_objects(rng, cfg, split)
+    squares = _place_boxes(rng, cfg, len(shapes))
     shift = split == "shift"
     image = Image.new("RGB", (cfg.image_size, cfg.image_size), SHIFT_BACKGROUND if shift else TRAIN_BACKGROUND)
     draw = ImageDraw.Draw(image)
-    for shape, color, square in zip(cfg.shapes, colors, squares):
+    for shape, color, square in zip(shapes, colors, squares):
         _draw_shape(draw, shape, square, COLORS[color])
-    boxes = [_tight_box(_draw_shape, cfg, s, sq) for s, sq in zip(cfg.shapes, squares)]
+    boxes = [_tight_box(_draw_shape, cfg, s, sq) for s, sq in zip(shapes, squares)]
     if shift:
         pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 12.0, (cfg.image_size, cfg.image_size, 3))
         image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    text, label, targets = _question(rng, cfg, colors, boxes, shift=shift)
+    text, label, targets = _question(rng, cfg, shapes, colors, boxes, shift=shift)
     group = -1
     if cfg.protected_attribute:
         follows_label = rng.random() < cfg.spurious_correlation
@@ -267,7 +297,7 @@ def render_example(rng: np.random.Generator, cfg: ShapesWorldConfig, split: str)
         "clean_label": label,
         "is_noisy": False,
         "protected_group": group,
-        "shapes": list(cfg.shapes),
+        "shapes": shapes,
         "colors": colors,
         "boxes": boxes,
         "target_objects": targets,

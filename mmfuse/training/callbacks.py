@@ -32,6 +32,10 @@ class RunSummary(L.Callback):
     ) -> None:
         self.train_samples += len(batch) * trainer.world_size
 
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._start is not None and not trainer.sanity_checking:  # lets a run say when it reached an accuracy
+            pl_module.log("time/fit_elapsed_s", time.perf_counter() - self._start, rank_zero_only=True)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._start is not None:
             self.fit_seconds = time.perf_counter() - self._start

@@ -35,19 +35,27 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
     assert [i["bytes"] for i in a["image"]] != [i["bytes"] for i in c["image"]]
 
 
-@pytest.mark.parametrize("task", ["color", "shape", "exists", "relation"])
-def test_labels_are_balanced_and_every_object_is_in_every_image(task: str) -> None:
+@pytest.mark.parametrize("task", ["attribute", "color", "shape", "exists", "relation"])
+def test_labels_are_balanced_and_objects_are_distinct(task: str) -> None:
     cfg = dataclasses.replace(WORLD, task=task)
-    data = generate_split(cfg, "train", 400)
+    data = generate_split(cfg, "train", 1200)
     counts = Counter(data["label"])
     num_classes = len(answer_vocabulary(cfg))
     assert set(counts) == set(range(num_classes))
-    assert max(counts.values()) / min(counts.values()) < 1.6
-    assert all(sorted(colors) == sorted(cfg.colors) for colors in data["colors"])
+    # ``attribute`` mixes colour and shape questions half and half: balanced within each answer group.
+    groups = (
+        [range(len(cfg.colors)), range(len(cfg.colors), num_classes)] if task == "attribute" else [range(num_classes)]
+    )
+    for group in groups:
+        expected = sum(counts[k] for k in group) / len(group)
+        assert all(abs(counts[k] / expected - 1) < 0.35 for k in group), counts
+    for shapes, colors in zip(data["shapes"], data["colors"]):
+        assert cfg.min_objects <= len(set(shapes)) == len(set(colors)) == len(shapes) <= cfg.max_objects
+        assert set(colors) <= set(cfg.colors) and set(shapes) <= set(cfg.shapes)
 
 
 def test_color_answer_is_the_colour_of_the_named_shape() -> None:
-    data = generate_split(WORLD, "val", 50)
+    data = generate_split(dataclasses.replace(WORLD, task="color"), "val", 50)
     for text, label, colors, shapes, targets in zip(
         data["text"], data["label"], data["colors"], data["shapes"], data["target_objects"]
     ):
@@ -90,16 +98,19 @@ def test_protected_attribute_and_planted_correlation() -> None:
 def test_shift_split_asks_only_about_pairs_training_never_shows() -> None:
     cfg = dataclasses.replace(WORLD, shift=True)
     train, shift = generate_split(cfg, "train", 200), generate_split(cfg, "shift", 50)
-    assert all(c[i] != cfg.colors[i] for c in train["colors"] for i in range(cfg.num_objects))
-    for colors, (target,) in zip(shift["colors"], shift["target_objects"]):
-        assert colors[target] == cfg.colors[target]
+    held_out = lambda shape, color: cfg.shapes.index(shape) == cfg.colors.index(color)  # noqa: E731
+    assert not any(held_out(*pair) for ss, cc in zip(train["shapes"], train["colors"]) for pair in zip(ss, cc))
+    for shapes, colors, (target,) in zip(shift["shapes"], shift["colors"], shift["target_objects"]):
+        assert held_out(shapes[target], colors[target])
     background = lambda d: _image(d["image"][0])[0, 0].mean()  # noqa: E731
     assert background(shift) > background(train) + 50
 
 
 def test_bad_knobs_are_named() -> None:
-    with pytest.raises(ConfigError, match="num_objects=9"):
-        ShapesWorldConfig(num_objects=9)
+    with pytest.raises(ConfigError, match="num_shapes=9"):
+        ShapesWorldConfig(num_shapes=9)
+    with pytest.raises(ConfigError, match="max_objects"):
+        ShapesWorldConfig(num_colors=3, max_objects=4)
     with pytest.raises(ConfigError, match="spurious_correlation"):
         ShapesWorldConfig(spurious_correlation=0.5)
 

@@ -1,0 +1,98 @@
+"""Train the main shapes-world experiment and its baselines; write a table of accuracy and wall time.
+
+    python benchmarks/shapes_baselines.py                       # main job + image-only + text-only + concat
+    python benchmarks/shapes_baselines.py --only shapes_color   # just the main job
+
+Each experiment runs as its own ``mmfuse fit`` process (timed from launch to exit, imports and data preparation
+included) and is read back from its ``metrics.csv``. Results go to ``benchmarks/results/shapes_baselines.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ["shapes_color", "shapes_color_image_only", "shapes_color_text_only", "shapes_color_concat"]
+
+
+def run_experiment(name: str, out_dir: Path, extra: list[str]) -> dict:
+    """Fit one experiment in a subprocess and summarise its validation curve."""
+    root = out_dir / name
+    cmd = [sys.executable, "-m", "mmfuse.cli", "fit", "--config", str(REPO / "experiments" / f"{name}.yaml")]
+    cmd += [f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false", *extra]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{result.stderr[-4000:]}")
+    run_dir = max(root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    with open(run_dir / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/acc")]
+    curve = [(int(r["epoch"]), float(r["val/acc"]), float(r["time/fit_elapsed_s"])) for r in rows]
+    first_95 = next((t for _, acc, t in curve if acc >= 0.95), None)
+    return {
+        "experiment": name,
+        "final_val_acc": curve[-1][1],
+        "best_val_acc": max(acc for _, acc, _ in curve),
+        "val_curve": curve,
+        "fit_seconds_to_val_acc_0.95": first_95,
+        "process_wall_seconds": round(wall, 1),
+        "run_dir": str(run_dir),
+    }
+
+
+def environment() -> dict:
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout)
+    import lightning
+    import timm
+    import transformers
+
+    return {
+        "git_commit": sha,
+        "git_dirty": dirty,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "timm": timm.__version__,
+        "transformers": transformers.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": torch.multiprocessing.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", default=EXPERIMENTS, help="experiments to run (YAML stems)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks", help="run directories")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("extra", nargs="*", help="extra CLI overrides passed to every run")
+    args = parser.parse_args()
+    results = [run_experiment(name, args.out, args.extra) for name in args.only]
+    args.results.mkdir(parents=True, exist_ok=True)
+    payload = {"environment": environment(), "results": results}
+    (args.results / "shapes_baselines.json").write_text(json.dumps(payload, indent=2))
+    lines = [
+        "| experiment | final val acc | best val acc | fit time to 0.95 (s) | wall time, whole process (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        t95 = "—" if r["fit_seconds_to_val_acc_0.95"] is None else f"{r['fit_seconds_to_val_acc_0.95']:.0f}"
+        row = f"| {r['experiment']} | {r['final_val_acc']:.4f} | {r['best_val_acc']:.4f} | {t95} |"
+        lines.append(f"{row} {r['process_wall_seconds']:.0f} |")
+    (args.results / "shapes_baselines.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
