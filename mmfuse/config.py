@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import types
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
-from mmfuse.fusion import ConcatFusionConfig, CrossAttentionFusionConfig, ImageOnlyFusionConfig, TextOnlyFusionConfig
+from mmfuse.fusion import FusionConfig
 from mmfuse.heads import ClassificationHeadConfig
 from mmfuse.types import DataSpec
 
 __all__ = ["ModelConfig", "OptimConfig", "FusionConfig", "resolve_model_config", "config_from_dict"]
-
-# One config class per registered fusion; the ``name`` literal tells them apart when a YAML is parsed.
-FusionConfig = Union[CrossAttentionFusionConfig, ConcatFusionConfig, ImageOnlyFusionConfig, TextOnlyFusionConfig]  # noqa: UP007
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,7 @@ class ModelConfig:
     width: int = 256
     vision: TimmVisionEncoderConfig = field(default_factory=TimmVisionEncoderConfig)
     text: HFTextEncoderConfig = field(default_factory=HFTextEncoderConfig)
-    fusion: FusionConfig = field(default_factory=CrossAttentionFusionConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     head: ClassificationHeadConfig = field(default_factory=ClassificationHeadConfig)
     vocab_size: int | None = None
     pad_token_id: int | None = None
@@ -81,10 +77,7 @@ def resolve_model_config(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) config dataclass from ``dataclasses.asdict`` output, e.g. a checkpoint's hyperparameters.
-
-    A field typed as a union of configs picks the member whose ``name`` default equals ``data["name"]``.
-    """
+    """Rebuild a (nested) config dataclass from ``dataclasses.asdict`` output, e.g. a checkpoint's hyperparameters."""
     hints = get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
@@ -102,15 +95,5 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 def _config_type(hint: Any, value: Any) -> type | None:
-    """The dataclass that ``value`` should become, if ``hint`` names one (directly or in a union)."""
-    if dataclasses.is_dataclass(hint):
-        return hint  # type: ignore[return-value]
-    if get_origin(hint) in (Union, types.UnionType):
-        members = [m for m in get_args(hint) if dataclasses.is_dataclass(m)]
-        for member in members:
-            name_field = next((f for f in dataclasses.fields(member) if f.name == "name"), None)
-            if name_field is not None and isinstance(value, dict) and value.get("name") == name_field.default:
-                return member
-        if members:
-            raise ConfigError(f"no config among {[m.__name__ for m in members]} has name={value.get('name')!r}")
-    return None
+    """The dataclass that ``value`` should become, if ``hint`` names one."""
+    return hint if dataclasses.is_dataclass(hint) and isinstance(value, dict) else None  # type: ignore[return-value]

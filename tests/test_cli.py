@@ -61,6 +61,7 @@ def test_every_experiment_parses_and_builds(experiment: Path, tmp_path: Path, ca
         ("--model.vision.pretrained=/no/such/weights.safetensors", "/no/such/weights.safetensors"),
         ("--model.head.num_classes=7", "num_classes=7"),
         ("--model.text.model_type=bertt", "bertt"),
+        ("--model.fusion.name=cross_atention", "cross_atention"),
     ],
 )
 def test_bad_input_ends_with_a_message_naming_the_value(

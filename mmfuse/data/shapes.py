@@ -102,7 +102,7 @@ class ShapesWorldConfig:
             a pairing that training never shows).
     """
 
-    task: Literal["attribute", "color", "shape", "exists", "relation"] = "attribute"
+    task: Literal["color", "shape", "attribute", "exists", "relation"] = "color"
     num_shapes: int = 6
     num_colors: int = 6
     min_objects: int = 2

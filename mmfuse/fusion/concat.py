@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from timm.layers import Mlp
 from torch import nn
 
-from mmfuse.fusion.base import FUSIONS
+from mmfuse.fusion.base import FUSIONS, FusionConfig
 from mmfuse.types import EncoderOutput, FusionOutput
 
-__all__ = ["ConcatFusion", "ConcatFusionConfig"]
-
-
-@dataclass(frozen=True)
-class ConcatFusionConfig:
-    """Config of :class:`ConcatFusion`.
-
-    Attributes:
-        name: registry key.
-        mlp_ratio: hidden width of the MLP relative to the model width.
-        dropout: dropout in the MLP.
-    """
-
-    name: Literal["concat"] = "concat"
-    mlp_ratio: float = 2.0
-    dropout: float = 0.0
+__all__ = ["ConcatFusion"]
 
 
 @FUSIONS.register("concat")
@@ -42,7 +24,7 @@ class ConcatFusion(nn.Module):
     uses_image = True
     uses_text = True
 
-    def __init__(self, cfg: ConcatFusionConfig, dim: int) -> None:
+    def __init__(self, cfg: FusionConfig, dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(2 * dim)
         self.mlp = Mlp(2 * dim, int(dim * cfg.mlp_ratio), out_features=dim, drop=cfg.dropout)

@@ -6,38 +6,14 @@ computed with ``F.scaled_dot_product_attention`` unless attention weights are re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
-from mmfuse.fusion.base import FUSIONS
+from mmfuse.fusion.base import FUSIONS, FusionConfig
 from mmfuse.layers import CrossAttentionBlock, masked_mean
 from mmfuse.types import EncoderOutput, FusionOutput
 
-__all__ = ["CrossAttentionFusion", "CrossAttentionFusionConfig"]
-
-
-@dataclass(frozen=True)
-class CrossAttentionFusionConfig:
-    """Config of :class:`CrossAttentionFusion`.
-
-    Attributes:
-        name: registry key.
-        num_layers: number of fusion layers.
-        num_heads: attention heads per layer.
-        mlp_ratio: MLP hidden width relative to the model width.
-        dropout: dropout in attention and MLP.
-        co_attention: also let image tokens attend to text tokens in every layer.
-    """
-
-    name: Literal["cross_attention"] = "cross_attention"
-    num_layers: int = 2
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    co_attention: bool = False
+__all__ = ["CrossAttentionFusion"]
 
 
 @FUSIONS.register("cross_attention")
@@ -55,7 +31,7 @@ class CrossAttentionFusion(nn.Module):
     uses_image = True
     uses_text = True
 
-    def __init__(self, cfg: CrossAttentionFusionConfig, dim: int) -> None:
+    def __init__(self, cfg: FusionConfig, dim: int) -> None:
         super().__init__()
         self.cfg = cfg
 

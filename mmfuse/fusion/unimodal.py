@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from torch import nn
 
-from mmfuse.fusion.base import FUSIONS
+from mmfuse.fusion.base import FUSIONS, FusionConfig
 from mmfuse.types import EncoderOutput, FusionOutput
 
-__all__ = ["ImageOnlyFusion", "ImageOnlyFusionConfig", "TextOnlyFusion", "TextOnlyFusionConfig"]
-
-
-@dataclass(frozen=True)
-class ImageOnlyFusionConfig:
-    """Config of :class:`ImageOnlyFusion` (no parameters)."""
-
-    name: Literal["image_only"] = "image_only"
-
-
-@dataclass(frozen=True)
-class TextOnlyFusionConfig:
-    """Config of :class:`TextOnlyFusion` (no parameters)."""
-
-    name: Literal["text_only"] = "text_only"
+__all__ = ["ImageOnlyFusion", "TextOnlyFusion"]
 
 
 @FUSIONS.register("image_only")
@@ -34,7 +17,7 @@ class ImageOnlyFusion(nn.Module):
     uses_image = True
     uses_text = False
 
-    def __init__(self, cfg: ImageOnlyFusionConfig, dim: int) -> None:
+    def __init__(self, cfg: FusionConfig, dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
 
@@ -53,7 +36,7 @@ class TextOnlyFusion(nn.Module):
     uses_image = False
     uses_text = True
 
-    def __init__(self, cfg: TextOnlyFusionConfig, dim: int) -> None:
+    def __init__(self, cfg: FusionConfig, dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
 

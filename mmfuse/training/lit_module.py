@@ -15,7 +15,6 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 from mmfuse.config import FusionConfig, ModelConfig, OptimConfig, config_from_dict, resolve_model_config
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
-from mmfuse.fusion import CrossAttentionFusionConfig
 from mmfuse.heads import ClassificationHeadConfig
 from mmfuse.models import ImageTextModel
 from mmfuse.types import Batch, DataSpec
@@ -44,7 +43,7 @@ class FusionLitModule(L.LightningModule):
         width: int = ModelConfig.width,
         vision: TimmVisionEncoderConfig = TimmVisionEncoderConfig(),
         text: HFTextEncoderConfig = HFTextEncoderConfig(),
-        fusion: FusionConfig = CrossAttentionFusionConfig(),
+        fusion: FusionConfig = FusionConfig(),
         head: ClassificationHeadConfig = ClassificationHeadConfig(),
         optim: OptimConfig = OptimConfig(),
         data_spec: DataSpec | None = None,

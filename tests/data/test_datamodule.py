@@ -10,9 +10,7 @@ from tests.conftest import TINY_WORLD
 def test_spec_and_typed_batches(cache_dir) -> None:
     dm = ShapesDataModule(TINY_WORLD, batch_size=8, cache_dir=str(cache_dir))
     spec = dm.spec
-    assert (
-        spec.num_classes == 10 and spec.image_size == 48 and spec.class_names == TINY_WORLD.colors + TINY_WORLD.shapes
-    )
+    assert spec.num_classes == 6 and spec.image_size == 48 and spec.class_names == TINY_WORLD.colors
     assert spec.vocab_size == len(dm.tokenizer)
     dm.prepare_data()
     dm.setup("fit")

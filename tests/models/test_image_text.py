@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from mmfuse.config import ModelConfig, resolve_model_config
-from mmfuse.fusion import FUSIONS
+from mmfuse.fusion import FUSIONS, FusionConfig
 from mmfuse.heads import ClassificationHeadConfig
 from mmfuse.models import ImageTextModel
 from tests.conftest import TINY_SPEC, TINY_TEXT, TINY_VISION, random_text_batch
-from tests.fusion.test_fusion_contract import CONFIGS
 
 
 def _model(fusion: str = "cross_attention", vision: str = "resnet", text: str = "bert") -> ImageTextModel:
-    cfg = ModelConfig(width=16, vision=TINY_VISION[vision], text=TINY_TEXT[text], fusion=CONFIGS[fusion]())
+    cfg = ModelConfig(width=16, vision=TINY_VISION[vision], text=TINY_TEXT[text], fusion=FusionConfig(name=fusion))
     return ImageTextModel(resolve_model_config(cfg, TINY_SPEC))
 
 
