@@ -1,10 +1,12 @@
 """Train the main shapes-world experiment and its baselines; write a table of accuracy and wall time.
 
     python benchmarks/shapes_baselines.py                       # main job + image-only + text-only + concat
-    python benchmarks/shapes_baselines.py --only shapes_color   # just the main job
+    python benchmarks/shapes_baselines.py --only shapes_color   # just the main job (updates its row)
+    python benchmarks/shapes_baselines.py --name shapes_hard --only shapes_relation -- --trainer.devices=1
 
 Each experiment runs as its own ``mmfuse fit`` process (timed from launch to exit, imports and data preparation
-included) and is read back from its ``metrics.csv``. Results go to ``benchmarks/results/shapes_baselines.{json,md}``.
+included) and is read back from its ``metrics.csv``. Results go to ``benchmarks/results/<name>.{json,md}``; rows of
+experiments that were not run this time are kept.
 """
 
 from __future__ import annotations
@@ -76,12 +78,17 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=EXPERIMENTS, help="experiments to run (YAML stems)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks", help="run directories")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--name", default="shapes_baselines", help="results file stem")
     parser.add_argument("extra", nargs="*", help="extra CLI overrides passed to every run")
     args = parser.parse_args()
-    results = [run_experiment(name, args.out, args.extra) for name in args.only]
+    fresh = {name: run_experiment(name, args.out, args.extra) for name in args.only}
+    for row in fresh.values():
+        row["environment"], row["overrides"] = environment(), args.extra
     args.results.mkdir(parents=True, exist_ok=True)
-    payload = {"environment": environment(), "results": results}
-    (args.results / "shapes_baselines.json").write_text(json.dumps(payload, indent=2))
+    path = args.results / f"{args.name}.json"
+    previous = {r["experiment"]: r for r in json.loads(path.read_text())["results"]} if path.is_file() else {}
+    results = list({**previous, **fresh}.values())
+    path.write_text(json.dumps({"results": results}, indent=2))
     lines = [
         "| experiment | final val acc | best val acc | fit time to 0.95 (s) | wall time, whole process (s) |",
         "|---|---|---|---|---|",
@@ -90,7 +97,7 @@ def main() -> None:
         t95 = "—" if r["fit_seconds_to_val_acc_0.95"] is None else f"{r['fit_seconds_to_val_acc_0.95']:.0f}"
         row = f"| {r['experiment']} | {r['final_val_acc']:.4f} | {r['best_val_acc']:.4f} | {t95} |"
         lines.append(f"{row} {r['process_wall_seconds']:.0f} |")
-    (args.results / "shapes_baselines.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -18,7 +20,7 @@ from mmfuse.data.datamodule import ShapesDataModule
 from mmfuse.errors import ConfigError
 from mmfuse.training import FusionLitModule, RunSummary
 
-__all__ = ["MMFuseCLI", "main"]
+__all__ = ["MMFuseCLI", "build_from_config", "main"]
 
 
 class MMFuseCLI(LightningCLI):
@@ -69,19 +71,36 @@ class MMFuseCLI(LightningCLI):
         print("\n".join([rule, f"mmfuse {stage} summary", rule, *lines, rule]))
 
 
+def _cli(args: list[str] | None, run: bool = True) -> MMFuseCLI:
+    return MMFuseCLI(
+        FusionLitModule,
+        ShapesDataModule,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        trainer_defaults={"callbacks": [RunSummary()]},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def build_from_config(path: str | Path, overrides: Sequence[str] = ()) -> MMFuseCLI:
+    """Parse an experiment YAML plus command-line style overrides exactly as ``mmfuse fit`` does, and build it.
+
+    Returns the CLI object: ``.model`` (the LightningModule, whose ``.model`` is the pure ``ImageTextModel``),
+    ``.datamodule``, ``.trainer`` and ``.config`` (the resolved config).
+
+    Example:
+        >>> cli = build_from_config("experiments/shapes_color.yaml", ["--trainer.devices=1"])  # doctest: +SKIP
+    """
+    return _cli(["--config", str(path), *overrides], run=False)
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point; configuration errors end with a one-line message instead of a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        MMFuseCLI(
-            FusionLitModule,
-            ShapesDataModule,
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [RunSummary()]},
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        _cli(args)
     except ConfigError as err:
         print(f"mmfuse: error: {err}", file=sys.stderr)
         sys.exit(2)

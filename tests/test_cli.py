@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmfuse.cli import MMFuseCLI, main
-from mmfuse.data.datamodule import ShapesDataModule
+from mmfuse.cli import build_from_config, main
 from mmfuse.training import FusionLitModule
 from tests.conftest import REPO, TINY_CLI_ARGS
 
@@ -43,11 +42,8 @@ def test_test_subcommand_prints_summary(tmp_path: Path, cache_dir: Path, capsys:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_parses_and_builds(experiment: Path, tmp_path: Path, cache_dir: Path) -> None:
-    cli = MMFuseCLI(
-        FusionLitModule, ShapesDataModule, run=False, auto_configure_optimizers=False,
-        args=["--config", str(experiment), *TINY_CLI_ARGS, f"--data.cache_dir={cache_dir}",
-              f"--trainer.default_root_dir={tmp_path}"],
-    )  # fmt: skip
+    overrides = [*TINY_CLI_ARGS, f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}"]
+    cli = build_from_config(experiment, overrides)
     assert isinstance(cli.model, FusionLitModule)
     assert cli.model.model_cfg.head.num_classes == cli.datamodule.spec.num_classes
 

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerFast
 from mmfuse.data.collate import ImageTextCollator
 from mmfuse.data.shapes import ShapesWorldConfig, answer_vocabulary, prepare_shapes_world, text_vocabulary
 from mmfuse.data.tokenizer import train_word_tokenizer
+from mmfuse.errors import ConfigError
 from mmfuse.types import DataSpec
 
 __all__ = ["ShapesDataModule"]
@@ -40,8 +41,6 @@ class ShapesDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if test_split == "shift" and not world.shift:
-            from mmfuse.errors import ConfigError
-
             raise ConfigError("data.test_split='shift' needs data.world.shift: true")
         self.world = world
         self.batch_size = batch_size

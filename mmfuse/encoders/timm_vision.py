@@ -37,6 +37,9 @@ class TimmVisionEncoderConfig:
             None = random init. Never fetched from a hub.
         num_stages: keep only the first N feature stages of a feature-map model (None = all).
         model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``depth``, ``embed_dim``).
+        use_pos_embed: add a learned position embedding to the grid tokens after projection. A CNN's flattened
+            feature map reaches the fusion as an unordered set (attention is permutation-invariant), so questions
+            about where things are need this; ViT tokens already carry their own.
     """
 
     name: Literal["timm"] = "timm"
@@ -45,6 +48,7 @@ class TimmVisionEncoderConfig:
     pretrained: str | None = None
     num_stages: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    use_pos_embed: bool = False
 
 
 def resolve_local_weights(path: str, field_name: str) -> Path:
@@ -112,6 +116,8 @@ class TimmVisionEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1), persistent=False)
         self.out_dim = out_dim
         self.proj = nn.Linear(native_dim, out_dim)
+        gh, gw = self.grid_size
+        self.pos_embed = nn.Parameter(torch.randn(1, gh * gw, out_dim) * 0.02) if cfg.use_pos_embed else None
 
     @torch.no_grad()
     def _measure_grid(self) -> tuple[int, int]:
@@ -137,6 +143,9 @@ class TimmVisionEncoder(nn.Module):
             fmap = self.backbone(x)[-1]  # (B, C, Gh, Gw)
             tokens = fmap.flatten(2).transpose(1, 2)  # (B, C, Gh, Gw) -> (B, Gh*Gw, C)
         tokens = self.proj(tokens)  # (B, N, C) -> (B, N, D)
+        if self.pos_embed is not None:
+            prefix, grid = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens :]
+            tokens = torch.cat([prefix, grid + self.pos_embed], dim=1)  # (B, Gh*Gw, D) + (1, Gh*Gw, D)
         return EncoderOutput(
             tokens=tokens,
             mask=None,

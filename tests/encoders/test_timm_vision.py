@@ -64,3 +64,20 @@ def test_pretrained_loads_from_a_local_directory(tmp_path: Path) -> None:
     cfg = TimmVisionEncoderConfig(model_name="resnet18", pretrained=str(tmp_path), model_kwargs=kwargs)
     encoder = TimmVisionEncoder(cfg, out_dim=8, img_size=32)
     torch.testing.assert_close(encoder.backbone.conv1.weight, source.conv1.weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit"])
+def test_position_embedding_is_added_to_grid_tokens_only(family: str) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY_VISION[family], use_pos_embed=True)
+    encoder = TimmVisionEncoder(cfg, out_dim=16, img_size=32).eval()
+    gh, gw = encoder.grid_size
+    assert encoder.pos_embed is not None and encoder.pos_embed.shape == (1, gh * gw, 16)
+    images = torch.rand(2, 3, 32, 32)
+    with_pos = encoder(images).tokens
+    pos, encoder.pos_embed = encoder.pos_embed, None
+    without = encoder(images).tokens
+    prefix = encoder.num_prefix_tokens
+    torch.testing.assert_close(with_pos[:, :prefix], without[:, :prefix])
+    torch.testing.assert_close(with_pos[:, prefix:] - without[:, prefix:], pos.expand(2, -1, -1).detach())
