@@ -41,12 +41,16 @@ def run_experiment(name: str, out_dir: Path, extra: list[str]) -> dict:
         rows = [r for r in csv.DictReader(f) if r.get("val/acc")]
     curve = [(int(r["epoch"]), float(r["val/acc"]), float(r["time/fit_elapsed_s"])) for r in rows]
     first_95 = next((t for _, acc, t in curve if acc >= 0.95), None)
+    # From launch: the whole process time minus what ran after that validation (an upper bound: it includes the
+    # imports and data preparation before fit and the tear-down after the last validation).
+    launch_95 = None if first_95 is None else wall - (curve[-1][2] - first_95)
     return {
         "experiment": name,
         "final_val_acc": curve[-1][1],
         "best_val_acc": max(acc for _, acc, _ in curve),
         "val_curve": curve,
         "fit_seconds_to_val_acc_0.95": first_95,
+        "launch_seconds_to_val_acc_0.95": None if launch_95 is None else round(launch_95, 1),
         "process_wall_seconds": round(wall, 1),
         "run_dir": str(run_dir),
     }
@@ -90,11 +94,11 @@ def main() -> None:
     results = list({**previous, **fresh}.values())
     path.write_text(json.dumps({"results": results}, indent=2))
     lines = [
-        "| experiment | final val acc | best val acc | fit time to 0.95 (s) | wall time, whole process (s) |",
+        "| experiment | final val acc | best val acc | val acc >= 0.95 after (s from launch) | whole process (s) |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        t95 = "—" if r["fit_seconds_to_val_acc_0.95"] is None else f"{r['fit_seconds_to_val_acc_0.95']:.0f}"
+        t95 = "—" if r.get("launch_seconds_to_val_acc_0.95") is None else f"{r['launch_seconds_to_val_acc_0.95']:.0f}"
         row = f"| {r['experiment']} | {r['final_val_acc']:.4f} | {r['best_val_acc']:.4f} | {t95} |"
         lines.append(f"{row} {r['process_wall_seconds']:.0f} |")
     (args.results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
