@@ -90,8 +90,10 @@ def build_from_config(path: str | Path, overrides: Sequence[str] = ()) -> MMFuse
     Returns the CLI object: ``.model`` (the LightningModule, whose ``.model`` is the pure ``ImageTextModel``),
     ``.datamodule``, ``.trainer`` and ``.config`` (the resolved config).
 
-    Example:
-        >>> cli = build_from_config("experiments/shapes_color.yaml", ["--trainer.devices=1"])  # doctest: +SKIP
+    Example (from the repository root)::
+
+        cli = build_from_config("experiments/shapes_color.yaml", ["--trainer.devices=1", "--trainer.strategy=auto"])
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     """
     return _cli(["--config", str(path), *overrides], run=False)
 
