@@ -9,7 +9,7 @@ from typing import Literal
 import lightning as L
 from datasets import DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmfuse.data.collate import ImageTextCollator
 from mmfuse.data.shapes import ShapesWorldConfig, answer_vocabulary, prepare_shapes_world, text_vocabulary
@@ -29,6 +29,8 @@ class ShapesDataModule(L.LightningDataModule):
         num_workers: data-loader worker processes.
         cache_dir: where generated data lives; None = ``$MMFUSE_CACHE`` or ``~/.cache/mmfuse``.
         test_split: split used by ``test``/``predict``: ``test`` or ``shift`` (needs ``world.shift``).
+        tokenizer: a local tokenizer directory (``save_pretrained`` layout), e.g. the one next to a pretrained text
+            encoder; None trains a word-level tokenizer on the world's vocabulary.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class ShapesDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         test_split: Literal["test", "shift"] = "test",
+        tokenizer: str | None = None,
     ) -> None:
         super().__init__()
         if test_split == "shift" and not world.shift:
@@ -47,12 +50,17 @@ class ShapesDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.cache_dir = cache_dir
         self.test_split = test_split
+        self.tokenizer_path = tokenizer
         self.splits: DatasetDict | None = None
 
     @cached_property
-    def tokenizer(self) -> PreTrainedTokenizerFast:
-        """Word-level tokenizer trained on every word the generator can write."""
-        return train_word_tokenizer(text_vocabulary(self.world))
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The configured local tokenizer, or a word-level one trained on every word the generator can write."""
+        if self.tokenizer_path is None:
+            return train_word_tokenizer(text_vocabulary(self.world))
+        if not (Path(self.tokenizer_path) / "tokenizer_config.json").is_file():
+            raise ConfigError(f"data.tokenizer={self.tokenizer_path!r}: no tokenizer_config.json in that directory")
+        return AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
 
     @property
     def spec(self) -> DataSpec:

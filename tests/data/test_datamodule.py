@@ -21,3 +21,19 @@ def test_spec_and_typed_batches(cache_dir) -> None:
     assert batch.attention_mask.dtype == torch.bool and batch.input_ids.shape == batch.attention_mask.shape
     assert (batch.input_ids[~batch.attention_mask] == spec.pad_token_id).all()
     assert int((batch.input_ids == dm.tokenizer.unk_token_id).sum()) == 0, "every generated word is in the vocabulary"
+
+
+def test_local_tokenizer_directory_is_used(cache_dir, tmp_path) -> None:
+    trained = ShapesDataModule(TINY_WORLD).tokenizer
+    trained.save_pretrained(tmp_path)
+    dm = ShapesDataModule(TINY_WORLD, cache_dir=str(cache_dir), tokenizer=str(tmp_path))
+    assert dm.tokenizer.get_vocab() == trained.get_vocab() and dm.spec.vocab_size == len(trained)
+
+
+def test_missing_tokenizer_directory_is_named(tmp_path) -> None:
+    import pytest
+
+    from mmfuse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.tokenizer"):
+        _ = ShapesDataModule(TINY_WORLD, tokenizer=str(tmp_path / "nope")).tokenizer
