@@ -23,6 +23,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check mmfuse tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

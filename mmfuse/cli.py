@@ -55,16 +55,17 @@ class MMFuseCLI(LightningCLI):
         self._print_summary("test")
 
     def _print_summary(self, stage: str) -> None:
-        if not self.trainer.is_global_zero:  # rank 0 only: nothing below may call a collective
+        trainer: Any = self.trainer
+        if not trainer.is_global_zero:  # rank 0 only: nothing below may call a collective
             return
-        summary = next(cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary))
-        rows = [("stage", stage), ("precision", str(self.trainer.precision))]
-        rows += summary.rows(self.trainer)
-        ckpt = self.trainer.checkpoint_callback
-        if stage == "fit" and ckpt is not None and getattr(ckpt, "best_model_path", ""):
+        summary = next(cb for cb in trainer.callbacks if isinstance(cb, RunSummary))
+        rows = [("stage", stage), ("precision", str(trainer.precision))]
+        rows += summary.rows(trainer)
+        ckpt = trainer.checkpoint_callback
+        if stage == "fit" and isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_score is not None:
             rows += [("best val/acc", f"{float(ckpt.best_model_score):.4f}"), ("best checkpoint", ckpt.best_model_path)]
-        if self.trainer.logger is not None and self.trainer.logger.log_dir:
-            rows.append(("run directory", self.trainer.logger.log_dir))
+        if trainer.logger is not None and trainer.logger.log_dir:
+            rows.append(("run directory", trainer.logger.log_dir))
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         rule = "-" * max(len(line) for line in lines)

@@ -64,8 +64,13 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device`` (non-blocking where possible)."""
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.images), move(self.input_ids), move(self.attention_mask), move(self.labels))
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+        return Batch(
+            self.images.to(device, non_blocking=True),
+            self.input_ids.to(device, non_blocking=True),
+            self.attention_mask.to(device, non_blocking=True),
+            labels,
+        )
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -54,11 +54,10 @@ def _build_config(cfg: HFTextEncoderConfig, vocab_size: int, pad_token_id: int) 
     return AutoConfig.for_model(cfg.model_type, vocab_size=vocab_size, pad_token_id=pad_token_id, **cfg.config_kwargs)
 
 
-def _init_kwargs(model_cls: type) -> dict[str, Any]:
+def _init_kwargs(model_cls: Any) -> dict[str, Any]:
     # A pooler that no loss reaches leaves parameters without gradients, which DDP rejects.
-    return (
-        {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters else {}
-    )
+    parameters = inspect.signature(model_cls).parameters
+    return {"add_pooling_layer": False} if "add_pooling_layer" in parameters else {}
 
 
 @TEXT_ENCODERS.register("hf")
@@ -79,7 +78,7 @@ class HFTextEncoder(nn.Module):
             if not (path / "config.json").is_file():
                 raise ConfigError(f"model.text.pretrained={cfg.pretrained!r}: no config.json in that directory")
             config = AutoConfig.from_pretrained(path, local_files_only=True)
-            model_cls = MODEL_MAPPING[type(config)]
+            model_cls: Any = MODEL_MAPPING[type(config)]
             self.model = model_cls.from_pretrained(
                 path, local_files_only=True, attn_implementation=cfg.attn_implementation, **_init_kwargs(model_cls)
             )

@@ -92,12 +92,14 @@ class TimmVisionEncoder(nn.Module):
             probe = timm.create_model(cfg.model_name, **cfg.model_kwargs)
         self.is_token_model = hasattr(probe, "num_prefix_tokens")
         data_cfg = timm.data.resolve_model_data_config(probe)
+        self.backbone: Any  # a timm model; typed loosely because its attributes depend on the family
         if self.is_token_model:
             self.backbone = timm.create_model(
                 cfg.model_name, pretrained=cfg.pretrained is not None, num_classes=0, img_size=self.img_size, **kwargs
             )
             self.num_prefix_tokens = int(self.backbone.num_prefix_tokens)
-            self.grid_size: tuple[int, int] = tuple(self.backbone.patch_embed.grid_size)  # type: ignore[assignment]
+            gh, gw = self.backbone.patch_embed.grid_size
+            self.grid_size: tuple[int, int] = (int(gh), int(gw))
             native_dim = int(self.backbone.num_features)
         else:
             out_index = (cfg.num_stages - 1) if cfg.num_stages else -1
@@ -112,12 +114,16 @@ class TimmVisionEncoder(nn.Module):
             native_dim = int(self.backbone.feature_info.channels()[-1])
             self.grid_size = self._measure_grid()
         self.preprocess_cfg = {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"]), "size": self.img_size}
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1), persistent=False)
         self.out_dim = out_dim
         self.proj = nn.Linear(native_dim, out_dim)
         gh, gw = self.grid_size
-        self.pos_embed = nn.Parameter(torch.randn(1, gh * gw, out_dim) * 0.02) if cfg.use_pos_embed else None
+        self.pos_embed: nn.Parameter | None = (
+            nn.Parameter(torch.randn(1, gh * gw, out_dim) * 0.02) if cfg.use_pos_embed else None
+        )
 
     @torch.no_grad()
     def _measure_grid(self) -> tuple[int, int]:

@@ -69,6 +69,7 @@ class FusionLitModule(L.LightningModule):
         return self.model(batch.images, batch.input_ids, batch.attention_mask).logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        assert batch.labels is not None, "training needs labels"
         logits = self(batch)
         loss = F.cross_entropy(logits, batch.labels)
         self.train_acc(logits, batch.labels)
@@ -86,7 +87,7 @@ class FusionLitModule(L.LightningModule):
         probs = self(batch).float().softmax(dim=-1)
         return {"probs": probs, "pred": probs.argmax(dim=-1)}
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:
         cfg = self.optim
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]  # biases and norm weights
@@ -104,6 +105,7 @@ class FusionLitModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _evaluate(self, batch: Batch, stage: str, metric: MulticlassAccuracy) -> None:
+        assert batch.labels is not None, f"{stage} needs labels"
         logits = self(batch)
         self.log(f"{stage}/loss", F.cross_entropy(logits, batch.labels), batch_size=len(batch), sync_dist=True)
         metric(logits, batch.labels)
@@ -111,4 +113,6 @@ class FusionLitModule(L.LightningModule):
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return dict(value)
