@@ -168,8 +168,9 @@ def text_vocabulary(cfg: ShapesWorldConfig) -> list[str]:
 
 
 def _draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], rgb: tuple[int, int, int]
+    draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], rgb: tuple[int, int, int] | int
 ) -> None:
+    """Fill ``shape`` inside ``box`` with ``rgb`` (an RGB triple, or 1 on a one-bit mask)."""
     x0, y0, x1, y1 = box  # inclusive pixel bounds
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     if shape == "circle":
@@ -211,10 +212,10 @@ def _place_boxes(rng: np.random.Generator, cfg: ShapesWorldConfig, count: int) -
     raise RuntimeError(f"could not place {count} objects in {cfg.image_size}px; lower max_object_size")
 
 
-def _tight_box(draw_fn: Any, cfg: ShapesWorldConfig, shape: str, box: tuple[int, int, int, int]) -> list[float]:
+def _tight_box(cfg: ShapesWorldConfig, shape: str, box: tuple[int, int, int, int]) -> list[float]:
     """The exact bounding box of the pixels a shape covers (thin shapes like ``bar`` do not fill their square)."""
     mask = Image.new("1", (cfg.image_size, cfg.image_size), 0)
-    draw_fn(ImageDraw.Draw(mask), shape, box, 1)
+    _draw_shape(ImageDraw.Draw(mask), shape, box, 1)
     x0, y0, x1, y1 = mask.getbbox()  # type: ignore[misc]  # exclusive right/bottom
     return [float(x0), float(y0), float(x1), float(y1)]
 
@@ -277,7 +278,7 @@ def render_example(rng: np.random.Generator, cfg: ShapesWorldConfig, split: str)
     draw = ImageDraw.Draw(image)
     for shape, color, square in zip(shapes, colors, squares):
         _draw_shape(draw, shape, square, COLORS[color])
-    boxes = [_tight_box(_draw_shape, cfg, s, sq) for s, sq in zip(shapes, squares)]
+    boxes = [_tight_box(cfg, s, sq) for s, sq in zip(shapes, squares)]
     if shift:
         pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 12.0, (cfg.image_size, cfg.image_size, 3))
         image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
