@@ -33,7 +33,6 @@ class CrossAttentionFusion(nn.Module):
 
     def __init__(self, cfg: FusionConfig, dim: int) -> None:
         super().__init__()
-        self.cfg = cfg
 
         def block() -> CrossAttentionBlock:
             return CrossAttentionBlock(dim, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
