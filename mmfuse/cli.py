@@ -1,4 +1,5 @@
-"""``mmfuse fit|validate|test|predict --config experiments/X.yaml`` on LightningCLI.
+"""``mmfuse fit|validate|test|predict --config experiments/X.yaml`` on LightningCLI, plus the tool commands of
+:mod:`mmfuse.commands` (``mmfuse runs``, ``mmfuse export``...).
 
 Every field of the model, data and trainer configs can be overridden on the command line
 (``--trainer.precision bf16-mixed``, ``--model.fusion.num_layers 4``); ``--print_config`` shows the resolved config.
@@ -16,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from mmfuse.commands import COMMANDS, run_command
 from mmfuse.data.datamodule import ShapesDataModule
 from mmfuse.errors import ConfigError
 from mmfuse.training import FusionLitModule, RunSummary
@@ -102,8 +104,11 @@ def build_from_config(path: str | Path, overrides: Sequence[str] = ()) -> MMFuse
 def main(args: list[str] | None = None) -> None:
     """Console entry point; configuration errors end with a one-line message instead of a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if args is None else list(args)
     try:
-        _cli(args)
+        if argv and argv[0] in COMMANDS:
+            sys.exit(run_command(argv[0], argv[1:]))
+        _cli(argv)
     except ConfigError as err:
         print(f"mmfuse: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -80,6 +82,13 @@ class ShapesDataModule(L.LightningDataModule):
         if self.splits is None:
             path: Path = prepare_shapes_world(self.world, self.cache_dir)  # returns at once when cached
             self.splits = load_from_disk(str(path))
+
+    def fingerprint(self) -> str:
+        """A sha256 of what the splits hold (names, sizes and the datasets' content fingerprints), for provenance."""
+        self.setup()
+        assert self.splits is not None
+        manifest = {name: [split.num_rows, split._fingerprint] for name, split in sorted(self.splits.items())}
+        return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         assert self.splits is not None, "call setup() first"

@@ -1,0 +1,26 @@
+"""Tool subcommands of ``mmfuse`` beside LightningCLI's ``fit|validate|test|predict``.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; the table below
+maps the command name to that module, imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+__all__ = ["COMMANDS", "run_command"]
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "runs": ("mmfuse.commands.runs", "list, compare and tag run directories"),
+    "export": ("mmfuse.commands.export", "export a saved model to torch.export / ONNX with a parity check"),
+}
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Parse ``argv`` for the tool command ``name`` and run it; returns the exit status."""
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"mmfuse {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(module.run(args) or 0)
