@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -81,3 +83,16 @@ class ImageTextModel(nn.Module):
         text = self.text(input_ids, attention_mask) if self.text is not None else None
         fusion = self.fusion(image, text, return_attn_weights=return_attn_weights)
         return ModelOutput(logits=self.head(fusion.fused), fusion=fusion, image=image, text=text)
+
+    def save_pretrained(self, directory: str | Path, tokenizer: Any = None, data_spec: Any = None) -> Path:
+        """Write config, safetensors weights and tokenizer to ``directory`` (see :mod:`mmfuse.hub`)."""
+        from mmfuse.hub import save_pretrained
+
+        return save_pretrained(self, directory, tokenizer=tokenizer, data_spec=data_spec)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> ImageTextModel:
+        """Load a model written by :meth:`save_pretrained`; needs no Lightning and no original weight files."""
+        from mmfuse.hub import from_pretrained
+
+        return from_pretrained(directory, map_location=map_location)
