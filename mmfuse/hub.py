@@ -47,7 +47,8 @@ def portable_config(model: ImageTextModel) -> ModelConfig:
     vision = dataclasses.replace(cfg.vision, pretrained=None)
     text, vocab_size, pad_token_id = cfg.text, cfg.vocab_size, cfg.pad_token_id
     if cfg.text.pretrained is not None and model.text is not None:
-        hf_config: Any = getattr(model.text, "model").config  # a transformers PretrainedConfig
+        text_encoder: Any = model.text
+        hf_config = text_encoder.model.config  # a transformers PretrainedConfig
         default = AutoConfig.for_model(hf_config.model_type)
         kwargs = {
             k: v for k, v in hf_config.to_diff_dict().items() if k not in _NOT_ARCHITECTURE and hasattr(default, k)
