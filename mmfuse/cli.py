@@ -15,12 +15,24 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from mmfuse.commands import COMMANDS, run_command
 from mmfuse.data.datamodule import ShapesDataModule
 from mmfuse.errors import ConfigError
-from mmfuse.training import FusionLitModule, RunSummary
+from mmfuse.training import (
+    AtomicCheckpointIO,
+    FusionLitModule,
+    LastCheckpoint,
+    Provenance,
+    RngState,
+    RunSummary,
+    check_checkpoint_matches,
+    check_output_dir,
+    safe_load,
+)
+from mmfuse.training.loggers import ResumableCSVLogger
 
 __all__ = ["MMFuseCLI", "build_from_config", "main"]
 
@@ -32,11 +44,12 @@ class MMFuseCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.spec", "model.data_spec", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt is last_checkpoint's job
                 "checkpoint.filename": "epoch{epoch:02d}-acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
             }
@@ -44,11 +57,48 @@ class MMFuseCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer_cfg = self._get(self.config_init, "trainer", default={})
+        root = trainer_cfg.get("default_root_dir") or "runs"
+        version = self._resume_version(root)
         if trainer_cfg.get("logger") in (None, True):
-            root = trainer_cfg.get("default_root_dir") or "runs"
-            csv = CSVLogger(root, name="")
+            ckpt_path = self._get(self.config_init, "ckpt_path", default=None) if version is not None else None
+            resume_step = int(safe_load(ckpt_path).get("global_step", 0)) if ckpt_path else None
+            csv = ResumableCSVLogger(root, name="", version=version, resume_step=resume_step)
             kwargs["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version)]
+        plugins = list(trainer_cfg.get("plugins") or [])
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
+
+    def _resume_version(self, root: str) -> int | None:
+        """The run directory to continue in when resuming: ``--ckpt_path last`` picks the newest run under the
+        root with a ``last.ckpt``; an explicit checkpoint inside ``<root>/version_N/`` continues version N."""
+        ckpt_path = self._get(self.config_init, "ckpt_path", default=None) if self.subcommand == "fit" else None
+        if ckpt_path is None:
+            return None
+        if ckpt_path == "last":
+            found = sorted(Path(root).glob("version_*/checkpoints/last.ckpt"), key=_version_number)
+            if not found:
+                logging.getLogger(__name__).warning("--ckpt_path last: no last.ckpt under %s; starting fresh", root)
+                self.config_init[self.subcommand]["ckpt_path"] = None
+                return None
+            ckpt_path = str(found[-1])
+            self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
+        run_dir = Path(ckpt_path).resolve().parent.parent
+        if run_dir.parent == Path(root).resolve() and run_dir.name.startswith("version_"):
+            return _version_number(Path(ckpt_path).resolve())
+        return None
+
+    def before_fit(self) -> None:
+        """Checks that would otherwise fail late: a checkpoint of another architecture, an unwritable run dir."""
+        ckpt_path = self._get(self.config_init, "ckpt_path", default=None)
+        model: Any = self.model
+        if ckpt_path is not None:
+            check_checkpoint_matches(ckpt_path, dict(model.hparams))
+        trainer: Any = self.trainer
+        if trainer.log_dir is not None:
+            weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            keep = max(int(getattr(trainer.checkpoint_callback, "save_top_k", 1)), 0) + 1  # best k + last
+            check_output_dir(Path(trainer.log_dir) / "checkpoints", checkpoint_bytes=3 * weights, copies=keep)
 
     def after_fit(self) -> None:
         self._print_summary("fit")
@@ -74,13 +124,19 @@ class MMFuseCLI(LightningCLI):
         print("\n".join([rule, f"mmfuse {stage} summary", rule, *lines, rule]))
 
 
+def _version_number(path: Path) -> int:
+    """N of the ``version_N`` directory that holds ``checkpoints/<file>``."""
+    name = path.parent.parent.name
+    return int(name.removeprefix("version_")) if name.removeprefix("version_").isdigit() else -1
+
+
 def _cli(args: list[str] | None, run: bool = True) -> MMFuseCLI:
     return MMFuseCLI(
         FusionLitModule,
         ShapesDataModule,
         seed_everything_default=0,
         auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [RunSummary()]},
+        trainer_defaults={"callbacks": [RunSummary(), Provenance(), RngState()]},
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

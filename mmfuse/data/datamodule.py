@@ -4,25 +4,62 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
+import torch
 from datasets import DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmfuse.data.collate import ImageTextCollator
+from mmfuse.data.loader import ResumableDataLoader
 from mmfuse.data.shapes import ShapesWorldConfig, answer_vocabulary, prepare_shapes_world, text_vocabulary
 from mmfuse.data.tokenizer import train_word_tokenizer
 from mmfuse.errors import ConfigError
 from mmfuse.types import DataSpec
 
-__all__ = ["ShapesDataModule"]
+__all__ = ["ResumableDataModule", "ShapesDataModule"]
 
 
-class ShapesDataModule(L.LightningDataModule):
+class ResumableDataModule(L.LightningDataModule):
+    """Saves the training loader's position (epoch, batches handed out) in every checkpoint and restores it.
+
+    Lightning's own restore of loader state is skipped when the loader was built before the checkpoint was
+    read (``trainer.estimated_stepping_batches`` in ``configure_optimizers`` does that), so the data module
+    carries the state through its public ``state_dict`` / ``load_state_dict`` hooks. Subclasses build their
+    training loader with :meth:`_resumable`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._train_loader: ResumableDataLoader | None = None
+        self._pending_state: dict[str, int] | None = None
+
+    def _resumable(self, loader: ResumableDataLoader) -> ResumableDataLoader:
+        self._train_loader = loader
+        if self._pending_state is not None:
+            loader.load_state_dict(self._pending_state)
+            self._pending_state = None
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = state_dict.get("train_loader")
+        if state is None:
+            return
+        if self._train_loader is not None:  # built already, not iterated yet: takes effect on its first batch
+            self._train_loader.load_state_dict(state)
+        else:
+            self._pending_state = state
+
+
+class ShapesDataModule(ResumableDataModule):
     """Generates (once, cached) and serves the shapes world.
 
     Args:
@@ -33,6 +70,8 @@ class ShapesDataModule(L.LightningDataModule):
         test_split: split used by ``test``/``predict``: ``test`` or ``shift`` (needs ``world.shift``).
         tokenizer: a local tokenizer directory (``save_pretrained`` layout), e.g. the one next to a pretrained text
             encoder; None trains a word-level tokenizer on the world's vocabulary.
+        seed: seed of the shuffling order (every epoch's order is a function of seed and epoch, so a resumed run
+            continues it exactly); None = the run's ``seed_everything`` value.
     """
 
     def __init__(
@@ -43,6 +82,7 @@ class ShapesDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         test_split: Literal["test", "shift"] = "test",
         tokenizer: str | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if test_split == "shift" and not world.shift:
@@ -53,6 +93,7 @@ class ShapesDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.test_split = test_split
         self.tokenizer_path = tokenizer
+        self.seed = seed
         self.splits: DatasetDict | None = None
 
     @cached_property
@@ -90,26 +131,41 @@ class ShapesDataModule(L.LightningDataModule):
         manifest = {name: [split.num_rows, split._fingerprint] for name, split in sorted(self.splits.items())}
         return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled each epoch from (seed, epoch); its position is saved in checkpoints for exact resume."""
         assert self.splits is not None, "call setup() first"
-        return DataLoader(
-            self.splits[split],
+        trainer = self.trainer
+        seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        loader = ResumableDataLoader(
+            self.splits["train"],
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=ImageTextCollator(self.tokenizer),
+            shuffle=True,
+            seed=seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            drop_last=True,
+            **self._loader_kwargs(),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._resumable(loader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_split, shuffle=False)
+        return self._eval_loader(self.test_split)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_split, shuffle=False)
+        return self._eval_loader(self.test_split)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        assert self.splits is not None, "call setup() first"
+        # Its own generator: starting an evaluation must not draw from the global RNG that training uses.
+        generator = torch.Generator().manual_seed(0)
+        return DataLoader(self.splits[split], batch_size=self.batch_size, generator=generator, **self._loader_kwargs())
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "collate_fn": ImageTextCollator(self.tokenizer),
+        }

@@ -1,6 +1,27 @@
 """Lightning orchestration (the only package, with the data module and the CLI, that imports Lightning)."""
 
 from mmfuse.training.callbacks import RunSummary
+from mmfuse.training.checkpointing import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    RngState,
+    UnsafeCheckpointError,
+    check_checkpoint_matches,
+    check_output_dir,
+    safe_load,
+)
 from mmfuse.training.lit_module import FusionLitModule
+from mmfuse.training.provenance import Provenance
 
-__all__ = ["FusionLitModule", "RunSummary"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "FusionLitModule",
+    "LastCheckpoint",
+    "Provenance",
+    "RngState",
+    "RunSummary",
+    "UnsafeCheckpointError",
+    "check_checkpoint_matches",
+    "check_output_dir",
+    "safe_load",
+]

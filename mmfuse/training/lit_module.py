@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from typing import Any
 
 import lightning as L
@@ -17,6 +18,7 @@ from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
 from mmfuse.heads import ClassificationHeadConfig
 from mmfuse.models import ImageTextModel
+from mmfuse.training.checkpointing import UnsafeCheckpointError
 from mmfuse.types import Batch, DataSpec
 
 __all__ = ["FusionLitModule"]
@@ -63,6 +65,21 @@ class FusionLitModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, map_location: Any = None, strict: bool | None = None, **kwargs: Any
+    ) -> FusionLitModule:
+        """Lightning's loader with ``weights_only=True`` always: a checkpoint that would run code is refused."""
+        if kwargs.pop("weights_only", True) is not True:
+            raise ConfigError("mmfuse loads checkpoints with weights_only=True only")
+        try:
+            parent: Any = super()
+            return parent.load_from_checkpoint(
+                checkpoint_path, map_location=map_location, strict=strict, weights_only=True, **kwargs
+            )
+        except pickle.UnpicklingError as err:
+            raise UnsafeCheckpointError(f"refusing to load {str(checkpoint_path)!r}: {err}") from err
 
     def forward(self, batch: Batch) -> Tensor:
         """(B, K) logits for a batch."""

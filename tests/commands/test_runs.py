@@ -1,0 +1,114 @@
+"""``mmfuse runs list|compare|tag`` through the console entry point, and provenance from one real tiny fit."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mmfuse.cli import main
+from mmfuse.provenance import PACKAGES
+from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.test_runs import make_run
+
+
+def _run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``mmfuse runs ARGS`` -> (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["runs", *args])
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    make_run(tmp_path, "version_0", created="2024-01-01T00:00:00+00:00", commit="abcdef0123" + "0" * 30)
+    make_run(tmp_path, "version_1", num_layers=4, val_acc=(0.9,), created="2024-01-02T00:00:00+00:00", dirty=True)
+    return tmp_path
+
+
+def test_list_shows_one_line_per_run(root: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _run(capsys, "list", "--root", str(root))
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4
+    assert lines[2].split()[:4] == ["version_0", "2024-01-01", "00:00:00", "abcdef0"]
+    assert lines[3].split()[3] == "0000000*" and lines[3].split()[-2:] == ["0.9000", "0.9000"]
+
+
+def test_tag_then_compare_against_the_tag(root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run(capsys, "tag", "version_0", "baseline", "--root", str(root))[:2] == (
+        0,
+        "tagged version_0 as baseline\n",
+    )
+    code, out, _ = _run(capsys, "list", "--root", str(root))
+    assert "baseline" in out.splitlines()[2]
+    code, out, _ = _run(
+        capsys, "compare", "version_1", "--baseline", "baseline", "--root", str(root), "--format", "json"
+    )
+    comparison = json.loads(out)
+    assert code == 0 and comparison["runs"] == ["version_0", "version_1"]
+    assert comparison["config_diff"] == {"model.fusion.num_layers": {"version_0": 2, "version_1": 4}}
+    assert comparison["delta"]["version_1"]["best val/acc"] == pytest.approx(0.9 - 0.75)
+    code, out, _ = _run(capsys, "compare", "version_0", "version_1", "--root", str(root), "--format", "md")
+    assert code == 0 and "| model.fusion.num_layers | 2 | 4 |" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "version_7"], "'version_7'"),
+        (["compare", "version_0", "--baseline", "nosuchtag"], "'nosuchtag'"),
+        (["tag", "version_0", "bad tag"], "'bad tag'"),
+        (["tag", "version_9", "ok"], "'version_9'"),
+    ],
+)
+def test_errors_end_with_one_line_naming_the_value(
+    args: list[str], message: str, root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, _, err = _run(capsys, *args, "--root", str(root))
+    assert code == 2 and err.startswith("mmfuse: error: ") and message in err and "Traceback" not in err
+
+
+def test_tag_conflict_needs_force(root: Path, capsys: pytest.CaptureFixture) -> None:
+    _run(capsys, "tag", "version_0", "best", "--root", str(root))
+    code, _, err = _run(capsys, "tag", "version_1", "best", "--root", str(root))
+    assert code == 2 and "'best' is already on run 'version_0'" in err
+    assert _run(capsys, "tag", "version_1", "best", "--force", "--root", str(root))[0] == 0
+    assert json.loads((root / "tags.json").read_text()) == {"best": "version_1"}
+
+
+def test_list_without_runs_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _run(capsys, "list", "--root", str(tmp_path))
+    assert code == 2 and f"no runs under {str(tmp_path)!r}" in err
+    code, _, err = _run(capsys, "list", "--root", str(tmp_path / "missing"))
+    assert code == 2 and "missing" in err
+
+
+def test_real_fit_records_provenance_and_is_listed(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = str(REPO / "experiments" / "shapes_color.yaml")
+    main(
+        [
+            "fit",
+            "--config",
+            config,
+            *TINY_CLI_ARGS,
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--data.cache_dir={cache_dir}",
+        ]
+    )
+    record = json.loads((tmp_path / "version_0" / "provenance.json").read_text())
+    assert {"created", "argv", "git", "packages", "hardware", "seed", "data_fingerprint"} <= set(record)
+    assert record["seed"] == 0 and re.fullmatch(r"[0-9a-f]{64}", record["data_fingerprint"])
+    assert set(record["packages"]) == {"python", *PACKAGES} and record["packages"]["lightning"]
+    assert record["hardware"]["cpu_count"] >= 1
+    git = record["git"]
+    assert re.fullmatch(r"[0-9a-f]{40}", git["commit"]) and isinstance(git["dirty"], bool)
+    assert (tmp_path / "version_0" / "git.diff").is_file() == git["dirty"]
+    capsys.readouterr()
+    code, out, _ = _run(capsys, "list", "--root", str(tmp_path))
+    row = out.splitlines()[2].split()
+    assert code == 0 and row[0] == "version_0" and row[3] == git["commit"][:7] + ("*" if git["dirty"] else "")
