@@ -32,6 +32,7 @@ from mmfuse.training import (
     check_output_dir,
     safe_load,
 )
+from mmfuse.training.checkpointing import ARCHITECTURE_KEYS
 from mmfuse.training.loggers import ResumableCSVLogger
 
 __all__ = ["MMFuseCLI", "build_from_config", "main"]
@@ -68,6 +69,17 @@ class MMFuseCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """Check the checkpoint against the configured model instead of silently replacing the model config with
+        the checkpoint's (LightningCLI's default, which would drop the user's explicit model arguments)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+            return
+        model = self.config[subcommand]["model"]
+        configured = model.as_dict() if hasattr(model, "as_dict") else dict(model)
+        check_checkpoint_matches(ckpt_path, configured, keys=ARCHITECTURE_KEYS[:-1])  # data_spec: at before_fit
 
     def _resume_version(self, root: str) -> int | None:
         """The run directory to continue in when resuming: ``--ckpt_path last`` picks the newest run under the

@@ -117,7 +117,7 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved next to a model (local files only)."""
     if not (Path(directory) / "tokenizer_config.json").is_file():
         raise ConfigError(f"{str(directory)!r}: no tokenizer saved with this model (no tokenizer_config.json)")
-    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
 
 
 def _atomic_write(target: Path, write: Any) -> None:

@@ -103,7 +103,7 @@ class ShapesDataModule(ResumableDataModule):
             return train_word_tokenizer(text_vocabulary(self.world))
         if not (Path(self.tokenizer_path) / "tokenizer_config.json").is_file():
             raise ConfigError(f"data.tokenizer={self.tokenizer_path!r}: no tokenizer_config.json in that directory")
-        return AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
+        return AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True, trust_remote_code=False)
 
     @property
     def spec(self) -> DataSpec:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from torch import Tensor, nn
-from transformers import AutoConfig, PretrainedConfig
+from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
@@ -34,6 +34,8 @@ class HFTextEncoderConfig:
         pretrained: local directory written by ``save_pretrained``; overrides ``model_type``/``config_kwargs``.
         config_kwargs: fields of the transformers config (e.g. ``hidden_size``, ``num_hidden_layers``).
         attn_implementation: ``sdpa`` (fast) or ``eager`` (returns attention weights).
+        trust_remote_code: allow a ``pretrained`` directory to run its own Python code (``auto_map``). Off unless
+            the config asks: such code runs with your permissions.
     """
 
     name: Literal["hf"] = "hf"
@@ -41,6 +43,7 @@ class HFTextEncoderConfig:
     pretrained: str | None = None
     config_kwargs: dict[str, Any] = field(default_factory=dict)
     attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False
 
 
 def _build_config(cfg: HFTextEncoderConfig, vocab_size: int, pad_token_id: int) -> PretrainedConfig:
@@ -77,10 +80,23 @@ class HFTextEncoder(nn.Module):
             path = Path(cfg.pretrained).expanduser()
             if not (path / "config.json").is_file():
                 raise ConfigError(f"model.text.pretrained={cfg.pretrained!r}: no config.json in that directory")
-            config = AutoConfig.from_pretrained(path, local_files_only=True)
-            model_cls: Any = MODEL_MAPPING[type(config)]
+            trust = cfg.trust_remote_code
+            try:
+                config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust)
+            except ValueError as err:
+                if "trust_remote_code" not in str(err):
+                    raise
+                raise ConfigError(
+                    f"model.text.pretrained={cfg.pretrained!r} ships its own code; it is not run unless "
+                    "model.text.trust_remote_code: true (only for code you have read and trust)"
+                ) from err
+            model_cls: Any = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else AutoModel
             self.model = model_cls.from_pretrained(
-                path, local_files_only=True, attn_implementation=cfg.attn_implementation, **_init_kwargs(model_cls)
+                path,
+                local_files_only=True,
+                trust_remote_code=trust,
+                attn_implementation=cfg.attn_implementation,
+                **_init_kwargs(model_cls),
             )
             if config.vocab_size < vocab_size:
                 raise ConfigError(

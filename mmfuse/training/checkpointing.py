@@ -161,7 +161,9 @@ def _restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_checkpoint_matches(ckpt_path: str | Path, hparams: dict[str, Any]) -> None:
+def check_checkpoint_matches(
+    ckpt_path: str | Path, hparams: dict[str, Any], keys: tuple[str, ...] = ARCHITECTURE_KEYS
+) -> None:
     """Fail before any work when the checkpoint was written by a model with another architecture.
 
     Compares the architecture hyperparameters (width, encoders, fusion, head, data spec) key by key and names
@@ -171,7 +173,7 @@ def check_checkpoint_matches(ckpt_path: str | Path, hparams: dict[str, Any]) -> 
     if saved is None:
         raise ConfigError(f"checkpoint {str(ckpt_path)!r} has no hyper_parameters: it was not written by mmfuse fit")
     diffs: list[str] = []
-    for key in ARCHITECTURE_KEYS:
+    for key in keys:
         diffs += _diff(f"model.{key}", saved.get(key), hparams.get(key))
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")

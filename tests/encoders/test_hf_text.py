@@ -58,3 +58,18 @@ def test_loads_a_local_save_pretrained_directory(tmp_path: Path) -> None:
     torch.testing.assert_close(
         encoder.model.embeddings.word_embeddings.weight, source.embeddings.word_embeddings.weight, rtol=0, atol=0
     )
+
+
+def test_a_pretrained_directory_with_its_own_code_is_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "custom-encoder", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}'
+    )
+    (tmp_path / "configuration_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+        "from transformers import PretrainedConfig\n"
+        "class CustomConfig(PretrainedConfig):\n    model_type = 'custom-encoder'\n"
+    )
+    with pytest.raises(ConfigError, match="trust_remote_code"):
+        HFTextEncoder(HFTextEncoderConfig(pretrained=str(tmp_path)), out_dim=8, vocab_size=10, pad_token_id=0)
+    assert not marker.exists()
