@@ -113,7 +113,26 @@ class MMFuseCLI(LightningCLI):
             check_output_dir(Path(trainer.log_dir) / "checkpoints", checkpoint_bytes=3 * weights, copies=keep)
 
     def after_fit(self) -> None:
+        self._save_model()
         self._print_summary("fit")
+
+    def _save_model(self) -> None:
+        """Write the best (else the last) checkpoint's model to ``<run directory>/model`` with ``save_pretrained``:
+        safetensors weights, config and tokenizer, loadable with ``ImageTextModel.from_pretrained`` and no Lightning."""
+        trainer: Any = self.trainer
+        if not trainer.is_global_zero or trainer.logger is None or not trainer.logger.log_dir:
+            return
+        paths = [getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks]
+        paths += [getattr(cb, "last_model_path", "") for cb in trainer.checkpoint_callbacks]
+        ckpt = next((p for p in paths if p and Path(p).is_file()), None)
+        if ckpt is None:
+            return
+        module = FusionLitModule.load_from_checkpoint(ckpt, map_location="cpu")
+        datamodule: Any = self.datamodule
+        out = module.model.save_pretrained(
+            Path(trainer.logger.log_dir) / "model", tokenizer=datamodule.tokenizer, data_spec=datamodule.spec
+        )
+        logging.getLogger(__name__).info("model from %s saved to %s", ckpt, out)
 
     def after_test(self) -> None:
         self._print_summary("test")

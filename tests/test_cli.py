@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mmfuse.cli import build_from_config, main
+from mmfuse.models import ImageTextModel
 from mmfuse.training import FusionLitModule
 from tests.conftest import REPO, TINY_CLI_ARGS
 
@@ -32,6 +33,9 @@ def test_short_fit_logs_checkpoints_and_summarises(
     run = tmp_path / "version_0"
     assert (run / "metrics.csv").is_file() and list(run.glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    model = ImageTextModel.from_pretrained(run / "model")  # the shareable copy, no Lightning needed
+    assert {p.name for p in (run / "model").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert model.cfg.fusion.name == "cross_attention"
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["precision"] == precision
 
 
