@@ -26,6 +26,11 @@ class ResumableCSVLogger(CSVLogger):
         super().__init__(*args, **kwargs)
         self.resume_step = resume_step
 
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Flush the rows logged so far with every checkpoint, so a killed run keeps what its checkpoint covers."""
+        super().after_save_checkpoint(checkpoint_callback)
+        self.save()
+
     @property
     def experiment(self) -> Any:
         if self._experiment is not None:

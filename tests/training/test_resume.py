@@ -3,6 +3,7 @@ weights, bit for bit, as a run that was never interrupted (CPU, deterministic se
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -70,3 +71,9 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted_run(tmp_path: Path,
     differ = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not differ, f"{len(differ)} of {len(expected)} tensors differ, e.g. {differ[:3]}"
     assert not (run / "version_1").exists(), "the resumed run must continue in its own run directory"
+    assert _val_steps(run) == _val_steps(tmp_path / "reference"), "metrics.csv: each validation once, none lost"
+
+
+def _val_steps(root: Path) -> list[int]:
+    with (root / "version_0" / "metrics.csv").open(newline="") as fh:
+        return [int(row["step"]) for row in csv.DictReader(fh) if row.get("val/acc")]
