@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -183,12 +181,3 @@ def test_run_info_is_plain_data(root: Path) -> None:
     run = find_runs(root)[0]
     assert isinstance(run, RunInfo) and run.path == root / "exp" / "version_10"
 
-
-def test_modules_import_without_lightning() -> None:
-    code = (
-        "import sys, mmfuse.provenance, mmfuse.runs, mmfuse.commands.runs;"
-        "bad = [m for m in sys.modules if m == 'lightning' or m.startswith(('lightning.', 'pytorch_lightning'))];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
