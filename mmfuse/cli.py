@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -24,7 +25,9 @@ from mmfuse.errors import ConfigError
 from mmfuse.training import (
     AtomicCheckpointIO,
     FusionLitModule,
+    GradScalerMonitor,
     LastCheckpoint,
+    NonFiniteLossGuard,
     Provenance,
     RngState,
     RunSummary,
@@ -65,6 +68,7 @@ class MMFuseCLI(LightningCLI):
             resume_step = int(safe_load(ckpt_path).get("global_step", 0)) if ckpt_path else None
             csv = ResumableCSVLogger(root, name="", version=version, resume_step=resume_step)
             kwargs["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version)]
+        _check_precision(trainer_cfg)
         plugins = list(trainer_cfg.get("plugins") or [])
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
@@ -155,6 +159,18 @@ class MMFuseCLI(LightningCLI):
         print("\n".join([rule, f"mmfuse {stage} summary", rule, *lines, rule]))
 
 
+def _check_precision(trainer_cfg: dict[str, Any]) -> None:
+    """fp16 mixed precision needs a CUDA GPU; on a CPU Lightning would quietly train in bf16 instead."""
+    precision = str(trainer_cfg.get("precision"))
+    accelerator = str(trainer_cfg.get("accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision in ("16-mixed", "16") and on_cpu:
+        raise ConfigError(
+            f"trainer.precision={precision!r} needs a CUDA GPU (fp16 autocast with gradient scaling); on a CPU use "
+            "'bf16-mixed' or '32-true'"
+        )
+
+
 def _version_number(path: Path) -> int:
     """N of the ``version_N`` directory that holds ``checkpoints/<file>``."""
     name = path.parent.parent.name
@@ -167,7 +183,9 @@ def _cli(args: list[str] | None, run: bool = True) -> MMFuseCLI:
         ShapesDataModule,
         seed_everything_default=0,
         auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [RunSummary(), Provenance(), RngState()]},
+        trainer_defaults={
+            "callbacks": [RunSummary(), Provenance(), RngState(), NonFiniteLossGuard(), GradScalerMonitor()]
+        },
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

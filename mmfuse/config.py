@@ -12,7 +12,7 @@ from mmfuse.fusion import FusionConfig
 from mmfuse.heads import ClassificationHeadConfig
 from mmfuse.types import DataSpec
 
-__all__ = ["ModelConfig", "OptimConfig", "FusionConfig", "resolve_model_config", "config_from_dict"]
+__all__ = ["ModelConfig", "OptimConfig", "SpeedConfig", "FusionConfig", "resolve_model_config", "config_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class OptimConfig:
         betas: AdamW betas.
         warmup_ratio: fraction of the total optimizer steps spent warming up.
         schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
+        fused: the fused AdamW kernel (one kernel for all parameters; CUDA and CPU); None = PyTorch's default.
     """
 
     lr: float = 1e-3
@@ -55,6 +56,34 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.05
     schedule: Literal["cosine", "constant"] = "cosine"
+    fused: bool | None = None
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Switches that change how fast training runs, not what it computes (beyond rounding).
+
+    Attributes:
+        compile: ``torch.compile`` the model (in place; checkpoints keep their keys).
+        compile_mode: ``torch.compile`` mode (``default``, ``reduce-overhead``, ``max-autotune``).
+        channels_last: NHWC memory format for the vision encoder and images (faster convolutions on tensor cores).
+        activation_checkpointing: recompute encoder activations in the backward pass (less memory, ~30% more
+            compute) for encoders that support it (timm ``set_grad_checkpointing``, transformers
+            ``gradient_checkpointing_enable``).
+        freeze_vision: keep the vision encoder's weights fixed (no gradients, not in the optimizer; BatchNorm
+            statistics frozen too).
+        freeze_text: keep the text encoder's weights fixed.
+        float32_matmul_precision: ``highest`` (true fp32), ``high`` (TF32 on Ampere and newer GPUs) or ``medium``;
+            applied with ``torch.set_float32_matmul_precision`` in every process.
+    """
+
+    compile: bool = False
+    compile_mode: str | None = None
+    channels_last: bool = False
+    activation_checkpointing: bool = False
+    freeze_vision: bool = False
+    freeze_text: bool = False
+    float32_matmul_precision: Literal["highest", "high", "medium"] = "highest"
 
 
 def resolve_model_config(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:

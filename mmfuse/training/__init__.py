@@ -11,12 +11,16 @@ from mmfuse.training.checkpointing import (
     safe_load,
 )
 from mmfuse.training.lit_module import FusionLitModule
+from mmfuse.training.precision import GradScalerMonitor, NonFiniteLossError, NonFiniteLossGuard
 from mmfuse.training.provenance import Provenance
 
 __all__ = [
     "AtomicCheckpointIO",
     "FusionLitModule",
+    "GradScalerMonitor",
     "LastCheckpoint",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
     "Provenance",
     "RngState",
     "RunSummary",

@@ -13,7 +13,14 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from mmfuse.config import FusionConfig, ModelConfig, OptimConfig, config_from_dict, resolve_model_config
+from mmfuse.config import (
+    FusionConfig,
+    ModelConfig,
+    OptimConfig,
+    SpeedConfig,
+    config_from_dict,
+    resolve_model_config,
+)
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
 from mmfuse.heads import ClassificationHeadConfig
@@ -37,6 +44,7 @@ class FusionLitModule(L.LightningModule):
         fusion: fusion config; its ``name`` picks the registered fusion.
         head: head config.
         optim: optimiser and schedule.
+        speed: compile, channels-last, activation checkpointing, frozen encoders, TF32.
         data_spec: facts about the data; the CLI links it from the data module.
     """
 
@@ -48,6 +56,7 @@ class FusionLitModule(L.LightningModule):
         fusion: FusionConfig = FusionConfig(),
         head: ClassificationHeadConfig = ClassificationHeadConfig(),
         optim: OptimConfig = OptimConfig(),
+        speed: SpeedConfig = SpeedConfig(),
         data_spec: DataSpec | None = None,
     ) -> None:
         super().__init__()
@@ -56,11 +65,15 @@ class FusionLitModule(L.LightningModule):
         parts = {"width": width, "vision": _as_dict(vision), "text": _as_dict(text)}
         parts |= {"fusion": _as_dict(fusion), "head": _as_dict(head)}
         # Checkpoints hold plain dicts, so loading them needs no pickled classes.
-        self.save_hyperparameters({**parts, "optim": _as_dict(optim), "data_spec": _as_dict(data_spec)})
+        self.save_hyperparameters(
+            {**parts, "optim": _as_dict(optim), "speed": _as_dict(speed), "data_spec": _as_dict(data_spec)}
+        )
         data_spec = config_from_dict(DataSpec, _as_dict(data_spec))
         self.model_cfg = resolve_model_config(config_from_dict(ModelConfig, parts), data_spec)
         self.optim = config_from_dict(OptimConfig, _as_dict(optim))
+        self.speed = config_from_dict(SpeedConfig, _as_dict(speed))
         self.model = ImageTextModel(self.model_cfg)
+        apply_speed_switches(self.model, self.speed)
         num_classes = data_spec.num_classes
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -81,9 +94,27 @@ class FusionLitModule(L.LightningModule):
         except pickle.UnpicklingError as err:
             raise UnsafeCheckpointError(f"refusing to load {str(checkpoint_path)!r}: {err}") from err
 
+    def train(self, mode: bool = True) -> FusionLitModule:
+        """Frozen encoders stay in eval mode (BatchNorm statistics and dropout off) while the rest trains."""
+        super().train(mode)
+        frozen_encoders = [(self.speed.freeze_vision, self.model.vision), (self.speed.freeze_text, self.model.text)]
+        for frozen, encoder in frozen_encoders:
+            if frozen and encoder is not None:
+                encoder.eval()
+        return self
+
+    def setup(self, stage: str) -> None:
+        torch.set_float32_matmul_precision(self.speed.float32_matmul_precision)
+        if self.speed.compile and not getattr(self, "_compiled", False):
+            self.model.compile(mode=self.speed.compile_mode)  # in place: parameter names stay the same
+            self._compiled = True
+
     def forward(self, batch: Batch) -> Tensor:
         """(B, K) logits for a batch."""
-        return self.model(batch.images, batch.input_ids, batch.attention_mask).logits
+        images = batch.images
+        if self.speed.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images, batch.input_ids, batch.attention_mask).logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         assert batch.labels is not None, "training needs labels"
@@ -112,6 +143,7 @@ class FusionLitModule(L.LightningModule):
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
             betas=cfg.betas,
+            fused=cfg.fused,
         )
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(cfg.warmup_ratio * total)
@@ -127,6 +159,24 @@ class FusionLitModule(L.LightningModule):
         self.log(f"{stage}/loss", F.cross_entropy(logits, batch.labels), batch_size=len(batch), sync_dist=True)
         metric(logits, batch.labels)
         self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=len(batch))
+
+
+def apply_speed_switches(model: ImageTextModel, speed: SpeedConfig) -> None:
+    """Freeze encoders, turn on activation checkpointing and channels-last as configured (compile is separate:
+    it happens in ``setup``, once the module is on its device)."""
+    for frozen, encoder in ((speed.freeze_vision, model.vision), (speed.freeze_text, model.text)):
+        if frozen and encoder is not None:
+            encoder.requires_grad_(False)
+            encoder.eval()  # FusionLitModule.train keeps it there
+    if speed.activation_checkpointing:
+        vision: Any = model.vision  # a timm backbone / transformers model inside: duck-typed switches
+        text: Any = model.text
+        if vision is not None and hasattr(vision.backbone, "set_grad_checkpointing"):
+            vision.backbone.set_grad_checkpointing(True)
+        if text is not None and hasattr(text.model, "gradient_checkpointing_enable"):
+            text.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if speed.channels_last and model.vision is not None:
+        model.vision.to(memory_format=torch.channels_last)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
