@@ -68,7 +68,7 @@ class MMFuseCLI(LightningCLI):
             resume_step = int(safe_load(ckpt_path).get("global_step", 0)) if ckpt_path else None
             csv = ResumableCSVLogger(root, name="", version=version, resume_step=resume_step)
             kwargs["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version)]
-        _check_precision(trainer_cfg)
+        _check_hardware(trainer_cfg)
         plugins = list(trainer_cfg.get("plugins") or [])
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
@@ -159,16 +159,20 @@ class MMFuseCLI(LightningCLI):
         print("\n".join([rule, f"mmfuse {stage} summary", rule, *lines, rule]))
 
 
-def _check_precision(trainer_cfg: dict[str, Any]) -> None:
-    """fp16 mixed precision needs a CUDA GPU; on a CPU Lightning would quietly train in bf16 instead."""
-    precision = str(trainer_cfg.get("precision"))
+def _check_hardware(trainer_cfg: dict[str, Any]) -> None:
+    """Settings that need a CUDA GPU, refused on a CPU with a message (Lightning would quietly run fp16 as bf16,
+    or fail deep inside with a traceback)."""
     accelerator = str(trainer_cfg.get("accelerator") or "auto")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if precision in ("16-mixed", "16") and on_cpu:
+    if not (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+        return
+    precision, strategy = str(trainer_cfg.get("precision")), str(trainer_cfg.get("strategy") or "auto")
+    if precision in ("16-mixed", "16"):
         raise ConfigError(
             f"trainer.precision={precision!r} needs a CUDA GPU (fp16 autocast with gradient scaling); on a CPU use "
             "'bf16-mixed' or '32-true'"
         )
+    if strategy.startswith("fsdp"):
+        raise ConfigError(f"trainer.strategy={strategy!r} needs CUDA GPUs; on a CPU use 'ddp' (gloo) or 'auto'")
 
 
 def _version_number(path: Path) -> int:

@@ -62,6 +62,8 @@ def test_every_experiment_parses_and_builds(experiment: Path, tmp_path: Path, ca
         ("--model.head.num_classes=7", "num_classes=7"),
         ("--model.text.model_type=bertt", "bertt"),
         ("--model.fusion.name=cross_atention", "cross_atention"),
+        ("--trainer.precision=16-mixed", "'16-mixed' needs a CUDA GPU"),
+        ("--trainer.strategy=fsdp", "'fsdp' needs CUDA GPUs"),
     ],
 )
 def test_bad_input_ends_with_a_message_naming_the_value(
@@ -73,3 +75,16 @@ def test_bad_input_ends_with_a_message_naming_the_value(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("overlay", sorted((REPO / "experiments" / "launch").glob("*.yaml")), ids=lambda p: p.stem)
+def test_launch_overlays_stack_on_an_experiment(overlay: Path, tmp_path: Path, cache_dir: Path) -> None:
+    # The overlay's own trainer values are checked; the machine-specific ones are set back to this CPU to build.
+    expected = yaml.safe_load(overlay.read_text())
+    here = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.num_nodes=1", "--trainer.strategy=auto"]
+    args = ["--config", str(overlay), *TINY_CLI_ARGS, *here, f"--data.cache_dir={cache_dir}",
+            f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    cli = build_from_config(MAIN, args)
+    assert cli.config.trainer.precision == expected["trainer"]["precision"]
+    for key, value in expected["model"]["speed"].items():
+        assert getattr(cli.model.speed, key) == value

@@ -1,9 +1,7 @@
-"""Precision safety: fp16 overflow is skipped by the scaler and counted, a NaN loss stops the run, fp16 on a CPU
-is refused with a message; and the speed switches do what they say."""
+"""Precision safety: fp16 overflow is skipped by the scaler and counted, a NaN loss stops the run; and the speed
+switches do what they say. (fp16 and FSDP on a CPU are refused with a message: tests/test_cli.py.)"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -12,10 +10,9 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mmfuse.cli import main
 from mmfuse.config import SpeedConfig
 from mmfuse.training import FusionLitModule, GradScalerMonitor, NonFiniteLossError, NonFiniteLossGuard
-from tests.conftest import REPO, TINY_CLI_ARGS, TINY_SPEC, TINY_TEXT, TINY_VISION
+from tests.conftest import REPO, TINY_SPEC, TINY_TEXT, TINY_VISION
 
 MAIN = str(REPO / "experiments" / "shapes_color.yaml")
 
@@ -78,15 +75,6 @@ def test_a_nan_loss_stops_training_naming_the_step(every: int) -> None:
     assert max(module.weights) == {1: 5, 4: 7}[every]  # checks run after steps 3 and 7 with a window of 4
     if every == 1:
         assert torch.isfinite(module.layer.weight).all(), "checked every step: the NaN update is never applied"
-
-
-def test_fp16_on_a_cpu_is_refused_with_a_message(
-    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", MAIN, *TINY_CLI_ARGS, f"--trainer.default_root_dir={tmp_path}",
-              f"--data.cache_dir={cache_dir}", "--trainer.precision=16-mixed"])  # fmt: skip
-    assert exit_info.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err
 
 
 def _module(**speed: object) -> FusionLitModule:
