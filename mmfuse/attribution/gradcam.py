@@ -1,0 +1,137 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017) on any timm vision encoder, alone or inside an image-text model.
+
+``cam = ReLU(sum_c w_c * A_c)`` with ``w_c`` the spatial mean of the target's gradient with respect to the
+activation ``A`` of one layer. Same rule, layer choice and normalisation as pytorch-grad-cam's ``GradCAM``, but in
+torch from end to end, with one forward and one backward per batch, the token-to-grid reshape read from the encoder
+(no ``reshape_transform`` to write) and a model that may take a whole :class:`~mmfuse.types.Batch`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmfuse.attribution.amp import full_precision
+from mmfuse.attribution.base import EXPLAINERS, Attribution
+from mmfuse.attribution.hooks import capture_output, explain_mode, gradients, resolve_module
+from mmfuse.attribution.reshape import normalize_per_example, to_grid, token_layout, upsample
+from mmfuse.attribution.targets import PredictedClass, Target
+from mmfuse.errors import ConfigError
+from mmfuse.types import Batch
+
+__all__ = ["GradCAM", "default_target_layer", "gradcam"]
+
+
+def _vision_encoder(model: nn.Module) -> nn.Module:
+    """The image encoder of an image-text model (``model.vision``), or the model itself for a timm classifier."""
+    if not hasattr(model, "vision"):
+        return model
+    vision = model.vision
+    if not isinstance(vision, nn.Module):
+        raise ValueError(f"{type(model).__name__} has no vision encoder (its fusion ignores images): no image map")
+    return vision
+
+
+def _last_stage(backbone: Any) -> str:
+    """Dotted path, inside a timm model, of its default Grad-CAM layer."""
+    if hasattr(backbone, "num_prefix_tokens") and hasattr(backbone, "blocks"):
+        return f"blocks.{len(backbone.blocks) - 1}.norm1"  # pytorch-grad-cam's choice for ViTs
+    info = getattr(backbone, "feature_info", None)
+    if info is None:
+        raise ConfigError(f"{type(backbone).__name__} has no timm feature_info; pass target_layer=... explicitly")
+    name = info.module_name()[-1] if hasattr(info, "module_name") else info[-1]["module"]
+    modules = dict(backbone.named_modules())
+    # features_only wrappers flatten `stages.3` to `stages_3`; getter wrappers keep the model under `model.`
+    for candidate in (name, name.replace(".", "_"), f"model.{name}"):
+        if candidate in modules:
+            return str(candidate)
+    raise ConfigError(f"last feature stage {name!r} not found in {type(backbone).__name__}; pass target_layer=...")
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """The default Grad-CAM layer: the last feature stage of a CNN, the last block's ``norm1`` of a ViT.
+
+    Args:
+        model: an image-text model (layer searched under ``vision.backbone``) or a plain timm classifier.
+
+    Returns:
+        A dotted module path inside ``model``.
+    """
+    if not hasattr(model, "vision"):
+        return _last_stage(model)
+    encoder = _vision_encoder(model)
+    return f"vision.backbone.{_last_stage(getattr(encoder, 'backbone', encoder))}"
+
+
+def _forward(model: nn.Module, inputs: Tensor | Batch) -> Any:
+    if isinstance(inputs, Batch):
+        return model(inputs.images, inputs.input_ids, inputs.attention_mask)
+    return model(inputs)
+
+
+class GradCAM:
+    """Grad-CAM on one layer of a timm classifier or of an image-text model's vision encoder.
+
+    Args:
+        model: a timm image classifier (called with images) or an
+            :class:`~mmfuse.models.ImageTextModel` (called with a :class:`~mmfuse.types.Batch`).
+        target_layer: dotted module path; None = :func:`default_target_layer`. A bad path raises
+            :class:`~mmfuse.errors.ConfigError` listing valid paths near it.
+    """
+
+    def __init__(self, model: nn.Module, target_layer: str | None = None) -> None:
+        self.model = model
+        self.target_layer = target_layer or default_target_layer(model)
+        resolve_module(model, self.target_layer)
+        self.layout = token_layout(_vision_encoder(model))
+
+    def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
+        """Grad-CAM's channel weights: the spatial mean of the gradients.
+
+        Args:
+            activations: (B, C, Gh, Gw) fp32 activations of the target layer.
+            grads: (B, C, Gh, Gw) fp32 gradients of the target with respect to them.
+
+        Returns:
+            (B, C) weights.
+        """
+        return grads.mean(dim=(2, 3))
+
+    def __call__(self, inputs: Tensor | Batch, target: Target | None = None) -> Attribution:
+        """Explain a batch.
+
+        Args:
+            inputs: (B, 3, H, W) images for a classifier, or a Batch for an image-text model.
+            target: what to explain; default :class:`~mmfuse.attribution.targets.PredictedClass`.
+
+        Returns:
+            Attribution with ``image`` (B, H, W) min-max normalised per example and ``image_grid`` (B, Gh, Gw)
+            the raw non-negative CAM at the layer's resolution.
+        """
+        target = target or PredictedClass()
+        batch = inputs if isinstance(inputs, Batch) else None
+        with explain_mode(self.model), capture_output(self.model, self.target_layer) as capture:
+            output = _forward(self.model, inputs)
+            if capture.output is None:
+                raise ConfigError(f"target_layer={self.target_layer!r} did not run in the forward pass")
+            activation = capture.output
+            (grad,) = gradients(target(output, batch), [activation])
+        images = inputs.images if isinstance(inputs, Batch) else inputs
+        return self._attribution(activation.detach(), grad, (images.shape[-2], images.shape[-1]))
+
+    def _attribution(self, activation: Tensor, grad: Tensor, size: tuple[int, int]) -> Attribution:
+        with full_precision(activation.device):
+            acts = to_grid(activation.float(), self.layout)  # (B, N, C) or 4-D -> (B, C, Gh, Gw)
+            grads = to_grid(grad.float(), self.layout)
+            weights = self.channel_weights(acts, grads)  # (B, C)
+            cam = torch.relu((weights[:, :, None, None] * acts).sum(dim=1))  # (B, C, Gh, Gw) -> (B, Gh, Gw)
+            image = normalize_per_example(upsample(cam, size))  # (B, Gh, Gw) -> (B, H, W)
+        return Attribution(method="gradcam", image=image, image_grid=cam)
+
+
+@EXPLAINERS.register("gradcam")
+def gradcam(model: nn.Module, batch: Batch, target: Target) -> Attribution:
+    """Grad-CAM at the default layer of the vision encoder (image map only); see :class:`GradCAM`."""
+    return GradCAM(model)(batch, target)

@@ -1,0 +1,110 @@
+"""A map-style dataset over one split of a prepared manifest; each image is decoded when its row is asked for.
+
+Rows come out in the form :class:`~mmfuse.data.collate.ImageTextCollator` takes (an RGB PIL image already at the
+encoder's size, the text and the label), so the collator that serves the shapes world serves files unchanged; it
+turns the images into (B, 3, H, W) float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from mmfuse.data.bad_records import BadRecord, BadRecordError, append_load_time_record
+from mmfuse.data.images import DEFAULT_MAX_PIXELS, BadImageError, decode_image
+from mmfuse.types import Batch
+
+__all__ = ["ImageTextDataset", "SkipBadCollator"]
+
+log = logging.getLogger(__name__)
+
+
+class ImageTextDataset(Dataset):
+    """One split of a manifest, images decoded lazily and checked again at load time.
+
+    Args:
+        manifest: the split as a (memory-mapped) ``datasets.Dataset`` with the manifest columns.
+        split: the split's name, for messages.
+        image_size: side of the square images (from the vision encoder's ``preprocess_cfg``).
+        max_pixels: most pixels an image may have; None = no limit of ours.
+        skip_bad: give None for a record whose image fails to load (reported) instead of raising.
+        report_dir: where load-time bad records are appended (``bad_records_load.jsonl``); None = logged only.
+    """
+
+    def __init__(
+        self,
+        manifest: Any,
+        split: str,
+        image_size: int,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        skip_bad: bool = False,
+        report_dir: str | Path | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.split = split
+        self.image_size = image_size
+        self.max_pixels = max_pixels
+        self.skip_bad = skip_bad
+        self.report_dir = report_dir
+        self._reported: set[int] = set()  # per process: report a record once, not once per epoch
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """``image`` (RGB PIL image, ``image_size`` square), ``text``, ``label``, ``image_id``; None when the record
+        is bad and ``skip_bad`` is on.
+
+        Raises:
+            BadRecordError: the image fails to load and ``skip_bad`` is off.
+        """
+        row = self.manifest[index]
+        try:
+            image = decode_image(row["image_path"], self.image_size, self.max_pixels)
+        except BadImageError as err:
+            record = BadRecord(
+                self.split, row["source_index"], row["record_id"], row["source"], row["image_path"], err.reason,
+                str(err), stage="load",
+            )  # fmt: skip
+            if not self.skip_bad:
+                raise BadRecordError.from_records([record]) from err
+            self._report(index, record)
+            return None
+        return {"image": image, "text": row["text"], "label": row["label"], "image_id": row["image_id"]}
+
+    def _report(self, index: int, record: BadRecord) -> None:
+        if index in self._reported:
+            return
+        self._reported.add(index)
+        log.warning("skipping a bad record at load time: %s", record.describe())
+        if self.report_dir is not None:
+            append_load_time_record(self.report_dir, record)
+
+
+class SkipBadCollator:
+    """Leaves out the rows a dataset skipped (None) before collating, so a load-time skip shrinks its batch.
+
+    Args:
+        collator: collates the remaining rows (e.g. :class:`~mmfuse.data.collate.ImageTextCollator`).
+    """
+
+    def __init__(self, collator: Callable[[Sequence[dict[str, Any]]], Batch]) -> None:
+        self.collator = collator
+
+    def __call__(self, rows: Sequence[dict[str, Any] | None]) -> Batch:
+        """Collate the good rows into a :class:`~mmfuse.types.Batch` (images (B', 3, H, W), B' <= len(rows)).
+
+        Raises:
+            BadRecordError: every row of the batch was bad.
+        """
+        kept = [row for row in rows if row is not None]
+        if not kept:
+            raise BadRecordError(
+                f"all {len(rows)} records of a batch failed to load (listed in bad_records_load.jsonl); the image "
+                "files changed after the manifest was prepared: prepare it again (touch an annotation file)"
+            )
+        return self.collator(kept)
