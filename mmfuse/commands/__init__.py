@@ -14,6 +14,8 @@ __all__ = ["COMMANDS", "run_command"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("mmfuse.commands.runs", "list, compare and tag run directories"),
     "export": ("mmfuse.commands.export", "export a saved model to torch.export / ONNX with a parity check"),
+    "explain": ("mmfuse.commands.explain", "explain answers: attribution gallery and faithfulness metrics"),
+    "bench": ("mmfuse.commands.bench", "benchmark training speed: mixed precision, MFU, loss parity, Lightning cost"),
 }
 
 

@@ -1,0 +1,176 @@
+"""Precisions as Lightning names them, and one plain PyTorch training step in each.
+
+``32-true`` here means true float32: TF32 is switched off for matmuls *and* cuDNN convolutions (PyTorch allows TF32
+convolutions by default); ``tf32`` is float32 storage with TF32 matmuls and convolutions
+(``torch.set_float32_matmul_precision("high")``). ``bf16-mixed`` and ``16-mixed`` autocast the forward pass
+(``16-mixed`` with a ``GradScaler``); ``bf16-true`` casts the model, the images and AdamW's state to bfloat16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmfuse.bench.sizes import ModelSize
+from mmfuse.errors import ConfigError
+from mmfuse.models import ImageTextModel, ModelOutput
+from mmfuse.types import Batch
+
+__all__ = [
+    "PRECISIONS",
+    "PrecisionPlan",
+    "TrainStep",
+    "get_precision",
+    "precision_mode",
+    "skip_reason",
+    "synthetic_batches",
+]
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How one precision runs a training step.
+
+    Attributes:
+        name: Lightning-style name (``32-true``, ``tf32``, ``bf16-mixed``, ``16-mixed``, ``bf16-true``).
+        autocast_dtype: dtype of the autocast region around the forward pass; None = no autocast.
+        param_dtype: dtype of parameters, optimizer state and images.
+        use_grad_scaler: scale the loss with a ``GradScaler`` (float16 gradients underflow without it).
+        use_tf32: allow TF32 tensor cores for float32 matmuls and convolutions.
+        peak_kind: which datasheet peak MFU divides by (``fp32``, ``tf32``, ``bf16``, ``fp16``).
+    """
+
+    name: str
+    autocast_dtype: torch.dtype | None = None
+    param_dtype: torch.dtype = torch.float32
+    use_grad_scaler: bool = False
+    use_tf32: bool = False
+    peak_kind: str = "fp32"
+
+
+PRECISIONS: dict[str, PrecisionPlan] = {
+    plan.name: plan
+    for plan in (
+        PrecisionPlan("32-true"),
+        PrecisionPlan("tf32", use_tf32=True, peak_kind="tf32"),
+        PrecisionPlan("bf16-mixed", autocast_dtype=torch.bfloat16, peak_kind="bf16"),
+        PrecisionPlan("16-mixed", autocast_dtype=torch.float16, use_grad_scaler=True, peak_kind="fp16"),
+        PrecisionPlan("bf16-true", param_dtype=torch.bfloat16, peak_kind="bf16"),
+    )
+}
+
+
+def get_precision(name: str) -> PrecisionPlan:
+    """The plan of precision ``name``; an unknown name is a :class:`ConfigError` listing the known ones."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"unknown precision {name!r}; known: {list(PRECISIONS)}")
+    return PRECISIONS[name]
+
+
+def skip_reason(plan: PrecisionPlan, device: torch.device) -> str | None:
+    """Why ``plan`` is not run on ``device``, or None when it is."""
+    if device.type != "cuda":
+        if plan.name == "16-mixed":
+            return "fp16 autocast on CPU is not a training precision (Lightning runs bf16-mixed there instead)"
+        if plan.use_tf32:
+            return "TF32 is a tensor-core mode of NVIDIA GPUs; on CPU it is the same as 32-true"
+        return None
+    uses_bf16 = torch.bfloat16 in (plan.autocast_dtype, plan.param_dtype)
+    if uses_bf16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return f"{torch.cuda.get_device_name(device)} has no bfloat16 tensor cores (needs Ampere or newer)"
+    return None
+
+
+@contextmanager
+def precision_mode(plan: PrecisionPlan) -> Iterator[None]:
+    """TF32 on for ``tf32`` and off otherwise (matmuls and cuDNN convolutions); the previous settings come back."""
+    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high" if plan.use_tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = plan.use_tf32
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous[0])
+        torch.backends.cudnn.allow_tf32 = previous[1]
+
+
+def synthetic_batches(
+    size: ModelSize, batch_size: int, count: int = 2, seed: int = 0, device: torch.device | str = "cpu"
+) -> list[Batch]:
+    """``count`` random batches shaped for ``size``, the same for a given seed on every device.
+
+    Returns:
+        Batches with images (B, 3, H, W) float32 in [0, 1], input_ids (B, L) long, attention_mask (B, L) bool
+        (1..L real tokens per row, padding at the end) and labels (B,) long.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    side, seq_len, spec = size.spec.image_size, size.seq_len, size.spec
+    batches = []
+    for _ in range(count):
+        images = torch.rand(batch_size, 3, side, side, generator=generator)
+        lengths = torch.randint(1, seq_len + 1, (batch_size, 1), generator=generator)
+        mask = torch.arange(seq_len)[None, :] < lengths  # (B, L)
+        input_ids = torch.randint(0, spec.vocab_size, (batch_size, seq_len), generator=generator)
+        labels = torch.randint(0, spec.num_classes, (batch_size,), generator=generator)
+        batch = Batch(images, input_ids.masked_fill(~mask, spec.pad_token_id), mask, labels)
+        batches.append(batch.to(device))
+    return batches
+
+
+class TrainStep:
+    """One plain PyTorch optimizer step: forward (autocast per plan), float32 cross-entropy, backward, AdamW.
+
+    Args:
+        model: the model, already in the plan's parameter dtype and on its device.
+        plan: the precision.
+        device: where the model lives.
+        lr: AdamW learning rate.
+        use_compile: run the forward and backward through ``torch.compile(model, dynamic=False)``.
+    """
+
+    def __init__(
+        self, model: ImageTextModel, plan: PrecisionPlan, device: torch.device, lr: float, use_compile: bool = False
+    ) -> None:
+        self.plan = plan
+        self.device = device
+        self.model_fn: Callable[..., ModelOutput] = torch.compile(model, dynamic=False) if use_compile else model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        self.scaler = torch.amp.GradScaler(device.type) if plan.use_grad_scaler else None
+        self.scales: list[Tensor] = []  # the scale after every step, kept on the device (no host sync)
+        self.initial_scale = None if self.scaler is None else float(self.scaler.get_scale())  # no sync before use
+
+    def __call__(self, batch: Batch) -> Tensor:
+        """Train on ``batch`` (images in the parameter dtype); returns the detached float32 loss, a 0-d tensor."""
+        assert batch.labels is not None
+        autocast_dtype = self.plan.autocast_dtype
+        with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = self.model_fn(batch.images, batch.input_ids, batch.attention_mask).logits
+        loss = F.cross_entropy(logits.float(), batch.labels)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            # NOTE: GradScaler keeps its scale in the private `_scale`; get_scale() would sync the host every step.
+            assert self.scaler._scale is not None
+            self.scales.append(self.scaler._scale.detach().clone())
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def scaler_stats(self) -> tuple[int | None, float | None]:
+        """(steps the GradScaler skipped for inf/NaN gradients, final scale); (None, None) without a scaler.
+
+        A skipped step is one where the scale went down: the scaler halves it exactly when it skips the step.
+        """
+        if self.initial_scale is None or not self.scales:
+            return None, None
+        scales = [self.initial_scale, *torch.stack(self.scales).float().cpu().tolist()]
+        skipped = sum(after < before for before, after in zip(scales, scales[1:]))
+        return skipped, scales[-1]

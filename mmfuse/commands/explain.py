@@ -1,0 +1,281 @@
+"""``mmfuse explain``: explain a trained model's answers on examples of a split, as an HTML gallery, and with
+``--evaluate`` measure how faithful each method is (see :mod:`mmfuse.attribution.metrics`).
+
+Examples::
+
+    mmfuse explain --config experiments/shapes_color.yaml --ckpt runs/shapes_color/version_0/checkpoints/X.ckpt \\
+        --out runs/explain --n 16
+    mmfuse explain --model runs/shapes_color/version_0/model --out runs/explain --index 3 17 42 --evaluate
+
+Every input is checked before any model is loaded: a checkpoint of another architecture, an example index outside
+the split, an unknown method or a missing file each end with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mmfuse.errors import ConfigError
+from mmfuse.types import Batch
+
+__all__ = ["add_arguments", "run", "ExplainInputs", "prepare", "explain_examples"]
+
+# Keys of a run's saved config.yaml that belong to the `fit` subcommand, not to the experiment.
+_RUN_ONLY_KEYS = ("ckpt_path", "weights_only")
+_CLI_OVERRIDES = ["--trainer.devices=1", "--trainer.strategy=auto", "--trainer.accelerator=cpu"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mmfuse explain``."""
+    add = parser.add_argument
+    add("--config", help="experiment YAML (or a run's config.yaml) the checkpoint was trained with; gives the data")
+    add("--ckpt", help="checkpoint written by `mmfuse fit` (with --config)")
+    add("--model", help="a save_pretrained directory (e.g. <run>/model) instead of --ckpt; without --config the "
+        "data comes from the run's config.yaml next to it")  # fmt: skip
+    add("--out", required=True, help="output directory: index.html + img/, and faithfulness.json/.md with --evaluate")
+    add("--n", type=int, default=16, help="explain the first N examples of the split (default 16)")
+    add("--index", type=int, nargs="+", default=None, help="explain these example indices instead of the first N")
+    add("--split", default="val", help="split to explain: val, test, train or shift (default val)")
+    add("--methods", nargs="+", default=None, help="attribution methods (default: every registered one)")
+    add("--evaluate", action="store_true", help="also measure pointing game, energy, deletion/insertion, randomization")
+    add("--batch-size", type=int, default=32, help="examples per forward")
+    add("--steps", type=int, default=16, help="steps of the deletion / insertion curves")
+    add("--randomization-examples", type=int, default=32, help="examples in the randomization check (0 = skip)")
+    add("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.cache_dir=/x")
+    add("--device", default="cpu", help="cpu or cuda")
+    add("--seed", type=int, default=0)
+
+
+@dataclasses.dataclass
+class ExplainInputs:
+    """Everything an explanation run needs, checked.
+
+    Attributes:
+        model: the trained :class:`~mmfuse.models.ImageTextModel`, in eval mode on the chosen device.
+        tokenizer: its tokenizer.
+        rows: the selected dataset rows (a Hugging Face dataset).
+        indices: their indices in the split.
+        class_names: label names.
+        methods: method names to run.
+    """
+
+    model: Any
+    tokenizer: Any
+    rows: Any
+    indices: list[int]
+    class_names: tuple[str, ...]
+    methods: list[str]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explain, write the gallery and (``--evaluate``) the faithfulness report; print where they are."""
+    from mmfuse.attribution.gallery import write_gallery
+    from mmfuse.attribution.metrics import faithfulness_report, format_report
+
+    torch.manual_seed(args.seed)
+    inputs = prepare(args)
+    batch, boxes, attributions, predictions = explain_examples(inputs, args.batch_size)
+    out = Path(args.out)
+    index = write_gallery(
+        out, inputs.model, inputs.tokenizer, batch, attributions, predictions, batch.labels, inputs.class_names,
+        texts=list(inputs.rows["text"]), ids=[f"{args.split} #{i}" for i in inputs.indices],
+    )  # fmt: skip
+    print(f"gallery of {len(batch)} examples x {len(inputs.methods)} methods: {index}")
+    if args.evaluate:
+        tokenizer = inputs.tokenizer
+        special = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
+        starts = range(0, len(batch), args.batch_size)
+        chunks = [(_rows_of(batch, s, args.batch_size).to(args.device), boxes[s : s + args.batch_size]) for s in starts]
+        done = [{m: _slice(a, s, args.batch_size) for m, a in attributions.items()} for s in starts]
+        report = faithfulness_report(
+            inputs.model, chunks, inputs.methods, out, steps=args.steps, text_replacement=tokenizer.unk_token_id,
+            special_token_ids=special, randomization_examples=args.randomization_examples, seed=args.seed,
+            attributions=done,
+        )  # fmt: skip
+        print(format_report(report))
+        print(f"faithfulness report: {out / 'faithfulness.json'}, {out / 'faithfulness.md'}")
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> ExplainInputs:
+    """Check every input, then load the data and the model (:class:`ConfigError` on bad input, before loading)."""
+    methods = _check_methods(args.methods)
+    _check_numbers(args)
+    if (args.model is None) == (args.ckpt is None) or (args.ckpt and not args.config):
+        raise ConfigError("give --config and --ckpt, or --model (a save_pretrained directory) with or without --config")
+    model_dir = _existing(args.model, "--model", directory=True) if args.model else None
+    ckpt = _existing(args.ckpt, "--ckpt") if args.ckpt else None
+    config = _data_config(args.config, model_dir)
+    cli = _build(config, args.set)
+    if ckpt is not None:
+        from mmfuse.training import check_checkpoint_matches
+
+        check_checkpoint_matches(ckpt, dict(cli.model.hparams))
+    datamodule = cli.datamodule
+    datamodule.setup()
+    split = _split(datamodule.splits, args.split)
+    indices = _indices(args.index, args.n, split.num_rows, args.split)
+    model, tokenizer = _load_model(args.ckpt, model_dir, datamodule)
+    model = model.to(args.device).eval()
+    return ExplainInputs(model, tokenizer, split.select(indices), indices, datamodule.spec.class_names, methods)
+
+
+def explain_examples(inputs: ExplainInputs, batch_size: int) -> tuple[Batch, list[torch.Tensor], dict[str, Any], Any]:
+    """Collate the selected rows and explain them in chunks.
+
+    Returns:
+        The batch of all examples (text padded to the longest), per example the (K, 4) xyxy boxes of the objects
+        the question refers to, method -> :class:`~mmfuse.attribution.Attribution` over all examples, and the
+        (B,) predicted classes.
+    """
+    from mmfuse.attribution import explain
+    from mmfuse.data.collate import ImageTextCollator
+
+    rows = inputs.rows
+    batch = ImageTextCollator(inputs.tokenizer)([rows[i] for i in range(rows.num_rows)])
+    pairs = zip(rows["boxes"], rows["target_objects"])
+    boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4)[list(t)] for b, t in pairs]  # (K, 4) xyxy each
+    device = next(inputs.model.parameters()).device
+    parts: dict[str, list[Any]] = {}
+    predictions = []
+    for start in range(0, len(batch), batch_size):
+        chunk = _rows_of(batch, start, batch_size).to(device)
+        with torch.no_grad():
+            predictions.append(
+                inputs.model(chunk.images, chunk.input_ids, chunk.attention_mask).logits.argmax(-1).cpu()
+            )
+        for name, attribution in explain(inputs.model, chunk, methods=tuple(inputs.methods)).items():
+            parts.setdefault(name, []).append(attribution)
+    return batch, boxes, {name: _concat(name, chunks) for name, chunks in parts.items()}, torch.cat(predictions)
+
+
+def _rows_of(batch: Batch, start: int, size: int) -> Batch:
+    rows = slice(start, start + size)
+    labels = None if batch.labels is None else batch.labels[rows]
+    return Batch(batch.images[rows], batch.input_ids[rows], batch.attention_mask[rows], labels)
+
+
+def _slice(attribution: Any, start: int, size: int) -> Any:
+    """The Attribution of examples ``start .. start + size``."""
+    parts = {f: getattr(attribution, f) for f in ("image", "image_grid", "text")}
+    return dataclasses.replace(
+        attribution, **{f: None if t is None else t[start : start + size] for f, t in parts.items()}
+    )
+
+
+def _concat(name: str, chunks: list[Any]) -> Any:
+    """One Attribution over all chunks (on the CPU)."""
+    from mmfuse.attribution import Attribution
+
+    def cat(field: str) -> torch.Tensor | None:
+        parts = [getattr(c, field) for c in chunks]
+        return None if any(p is None for p in parts) else torch.cat([p.detach().cpu() for p in parts])
+
+    return Attribution(name, image=cat("image"), image_grid=cat("image_grid"), text=cat("text"))
+
+
+def _check_methods(methods: list[str] | None) -> list[str]:
+    from mmfuse.attribution import EXPLAINERS
+
+    known = EXPLAINERS.names()
+    if methods is None:
+        return known
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ConfigError(f"unknown attribution method(s) {unknown}; known: {known}")
+    return list(dict.fromkeys(methods))
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.n < 1 or args.batch_size < 1 or args.steps < 1 or args.randomization_examples < 0:
+        raise ConfigError(
+            f"--n ({args.n}), --batch-size ({args.batch_size}) and --steps ({args.steps}) must be >= 1 and "
+            f"--randomization-examples ({args.randomization_examples}) >= 0"
+        )
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ConfigError(f"--device {args.device!r}: use cpu, cuda or cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device!r}: no CUDA device is available here; use --device cpu")
+    bad = [s for s in args.set if "=" not in s]
+    if bad:
+        raise ConfigError(f"--set takes KEY=VALUE (e.g. data.cache_dir=/tmp/x), got {bad}")
+
+
+def _existing(path: str, flag: str, directory: bool = False) -> Path:
+    p = Path(path)
+    if not (p.is_dir() if directory else p.is_file()):
+        raise ConfigError(f"{flag} {path!r}: no such {'directory' if directory else 'file'}")
+    return p
+
+
+def _data_config(config: str | None, model_dir: Path | None) -> Path:
+    """The YAML that describes the data: --config, else the run's config.yaml next to a saved model."""
+    if config is not None:
+        return _existing(config, "--config")
+    assert model_dir is not None
+    run_config = model_dir.resolve().parent / "config.yaml"
+    if not run_config.is_file():
+        raise ConfigError(
+            f"--model {str(model_dir)!r}: no config.yaml in its run directory; pass --config for the data"
+        )
+    return run_config
+
+
+def _build(config: Path, overrides: list[str]) -> Any:
+    """``build_from_config`` on the experiment; a run's saved config.yaml loses its ``fit``-only keys first."""
+    from mmfuse.cli import build_from_config
+
+    raw = yaml.safe_load(config.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {str(config)!r} is not a YAML mapping")
+    extra = [*_CLI_OVERRIDES, *(f"--{s}" for s in overrides)]
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # `mmfuse explain`'s own argv is not LightningCLI's; its warning about both being given does not apply.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        if not any(key in raw for key in _RUN_ONLY_KEYS):
+            return build_from_config(config, extra)
+        stripped = Path(tmp) / config.name
+        stripped.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k not in _RUN_ONLY_KEYS}))
+        return build_from_config(stripped, extra)
+
+
+def _split(splits: Any, name: str) -> Any:
+    if name not in splits:
+        raise ConfigError(f"--split {name!r}: the data has splits {sorted(splits)}")
+    return splits[name]
+
+
+def _indices(index: list[int] | None, n: int, size: int, split: str) -> list[int]:
+    if index is None:
+        return list(range(min(n, size)))
+    bad = [i for i in index if not 0 <= i < size]
+    if bad:
+        raise ConfigError(f"--index {bad[0]} is out of range: the {split} split has {size} examples (0..{size - 1})")
+    return list(dict.fromkeys(index))
+
+
+def _load_model(ckpt: str | None, model_dir: Path | None, datamodule: Any) -> tuple[Any, Any]:
+    """The trained model and its tokenizer, from a checkpoint or a save_pretrained directory."""
+    if ckpt is not None:
+        from mmfuse.training import FusionLitModule
+
+        return FusionLitModule.load_from_checkpoint(ckpt, map_location="cpu").model, datamodule.tokenizer
+    from mmfuse.hub import from_pretrained, load_tokenizer, read_config
+
+    assert model_dir is not None
+    _, spec = read_config(model_dir)
+    data = datamodule.spec
+    if spec is not None and (spec.class_names, spec.image_size) != (data.class_names, data.image_size):
+        raise ConfigError(
+            f"--model {str(model_dir)!r} was trained on classes {list(spec.class_names)} at {spec.image_size} px but "
+            f"the data has {list(data.class_names)} at {data.image_size} px; pass the --config it was trained with"
+        )
+    return from_pretrained(model_dir), load_tokenizer(model_dir)

@@ -1,0 +1,107 @@
+"""``mmfuse explain`` end to end on a tiny trained checkpoint, and each bad input as a one-line error."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mmfuse.cli import main
+from tests.conftest import REPO, TINY_CLI_ARGS
+
+MAIN = str(REPO / "experiments" / "shapes_color.yaml")
+FAST = ["--batch-size", "2", "--steps", "2", "--randomization-examples", "2"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A run of two training steps of the tiny main experiment: checkpoint, config.yaml and model/."""
+    root = tmp_path_factory.mktemp("explain-run")
+    main(
+        ["fit", "--config", MAIN, *TINY_CLI_ARGS, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}"]
+    )
+    return root / "version_0"
+
+
+def _explain(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", *args])
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def test_checkpoint_gallery_and_evaluation(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "explain"
+    args = ["--config", str(run_dir / "config.yaml"), "--ckpt", str(run_dir / "checkpoints" / "last.ckpt")]
+    methods = ["--methods", "gradcam", "fusion_relevance", "grad_x_input"]
+    code, stdout, _ = _explain(capsys, *args, "--out", str(out), "--n", "4", "--evaluate", *methods, *FAST)
+    assert code == 0 and "gallery of 4 examples x 3 methods" in stdout and "| gradcam |" in stdout
+    page = (out / "index.html").read_text()
+    assert all((out / src).is_file() for src in re.findall(r'src="([^"]+)"', page))
+    assert page.count("<section") == 4 and "val #3" in page
+    report = json.loads((out / "faithfulness.json").read_text())
+    assert set(report["methods"]) == {"gradcam", "fusion_relevance", "grad_x_input", "random"}
+    assert report["n_examples"] == 4 and report["settings"]["text_replacement"] == 1  # [UNK]
+    gradcam = report["methods"]["gradcam"]
+    assert {"pointing_game", "energy_in_box", "deletion_auc_image", "randomization_spearman_image"} <= set(gradcam)
+    assert "insertion_auc_text" in report["methods"]["grad_x_input"]
+    assert "| fusion_relevance |" in (out / "faithfulness.md").read_text()
+
+
+def test_saved_model_directory_and_chosen_examples(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "explain"
+    args = ["--model", str(run_dir / "model"), "--out", str(out), "--index", "5", "1", "--methods", "gradcam"]
+    code, stdout, _ = _explain(capsys, *args)
+    assert code == 0 and "gallery of 2 examples x 1 methods" in stdout
+    page = (out / "index.html").read_text()
+    assert page.index("val #5") < page.index("val #1")
+    assert not (out / "faithfulness.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--index", "3", "99"], "--index 99 is out of range: the val split has 32 examples (0..31)"),
+        (["--methods", "gradcam", "gradcamm"], "unknown attribution method(s) ['gradcamm']; known: ["),
+        (["--split", "dev"], "--split 'dev': the data has splits ['test', 'train', 'val']"),
+        (["--n", "0"], "must be >= 1"),
+        (["--device", "tpu"], "--device 'tpu': use cpu, cuda or cuda:N"),
+        (["--set", "data.batch_size"], "--set takes KEY=VALUE"),
+    ],
+)
+def test_bad_input_stops_before_any_work(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    base = ["--config", str(run_dir / "config.yaml"), "--ckpt", str(run_dir / "checkpoints" / "last.ckpt")]
+    code, _, stderr = _explain(capsys, *base, "--out", str(tmp_path / "never"), *args)
+    assert code == 2 and stderr.startswith("mmfuse: error: ") and message in stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_checkpoint_of_another_architecture_is_refused(
+    run_dir: Path, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    data = [f"--set={a[2:]}" for a in TINY_CLI_ARGS if a.startswith("--data.")] + [f"--set=data.cache_dir={cache_dir}"]
+    code, _, stderr = _explain(capsys, "--config", MAIN, "--ckpt", ckpt, *data, "--out", str(tmp_path / "never"))
+    assert code == 2 and "does not match the configured model" in stderr and "model.width" in stderr
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", MAIN, "--ckpt", "/no/such.ckpt"], "--ckpt '/no/such.ckpt': no such file"),
+        (["--config", "/no/such.yaml", "--model", "."], "--config '/no/such.yaml': no such file"),
+        (["--model", "/no/such/dir"], "--model '/no/such/dir': no such directory"),
+        (["--ckpt", "x.ckpt"], "give --config and --ckpt, or --model"),
+        (["--config", MAIN], "give --config and --ckpt, or --model"),
+    ],
+)
+def test_missing_files_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+    code, _, stderr = _explain(capsys, *args, "--out", str(tmp_path / "never"))
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
