@@ -120,10 +120,15 @@ class FusionLitModule(L.LightningModule):
         assert batch.labels is not None, "training needs labels"
         logits = self(batch)
         loss = F.cross_entropy(logits, batch.labels)
-        self.train_acc(logits, batch.labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(batch))
+        self.train_acc.update(logits.detach(), batch.labels)
+        # Logged only on the steps the logger writes (trainer.log_every_n_steps): a self.log call costs more than
+        # the metric update, and the values of the other steps would never be written anyway.
+        if getattr(getattr(self.trainer, "_logger_connector", None), "should_update_logs", True):
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", self.train_acc)  # accuracy over every training batch of the epoch; resets after
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_acc)
