@@ -172,7 +172,7 @@ def deletion_insertion(
     insertion starts from the all-baseline input and reveals the top fraction. The curve is the softmax
     probability of the target class; the area is the trapezoid rule over the fraction of units actually replaced
     (for text, ``round(k / steps * n)`` of an example's n removable tokens). A faithful map gives a low deletion
-    area and a high insertion area. One forward of the whole batch per step.
+    area and a high insertion area. One forward of the whole batch per step and curve.
 
     Baselines:
         image ``"mean"``: each channel's mean over the batch's images (pass a (3,) tensor to use a dataset mean);

@@ -145,7 +145,12 @@ class TrainStep:
         self.initial_scale = None if self.scaler is None else float(self.scaler.get_scale())  # no sync before use
 
     def __call__(self, batch: Batch) -> Tensor:
-        """Train on ``batch`` (images in the parameter dtype); returns the detached float32 loss, a 0-d tensor."""
+        """Train on ``batch``; returns the detached float32 loss, a 0-d tensor.
+
+        Args:
+            batch: images (B, 3, H, W) in the parameter dtype, input_ids (B, L) long, attention_mask (B, L) bool,
+                labels (B,) long, all on the model's device.
+        """
         assert batch.labels is not None
         autocast_dtype = self.plan.autocast_dtype
         with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
