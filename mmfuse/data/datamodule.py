@@ -31,7 +31,7 @@ class ResumableDataModule(L.LightningDataModule):
     Lightning's own restore of loader state is skipped when the loader was built before the checkpoint was
     read (``trainer.estimated_stepping_batches`` in ``configure_optimizers`` does that), so the data module
     carries the state through its public ``state_dict`` / ``load_state_dict`` hooks. Subclasses build their
-    training loader with :meth:`_resumable`.
+    training loader with :meth:`_resumable_loader`.
     """
 
     def __init__(self) -> None:
@@ -39,7 +39,22 @@ class ResumableDataModule(L.LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
         self._pending_state: dict[str, int] | None = None
 
-    def _resumable(self, loader: ResumableDataLoader) -> ResumableDataLoader:
+    def _resumable_loader(
+        self, dataset: Any, batch_size: int, seed: int | None, **kwargs: Any
+    ) -> ResumableDataLoader:
+        """The shuffled training loader: order from (seed, epoch), sharded over the trainer's processes, its
+        position tracked for checkpoints. ``seed`` None = the run's ``seed_everything`` value."""
+        trainer = self.trainer
+        loader = ResumableDataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed if seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            drop_last=True,
+            **kwargs,
+        )
         self._train_loader = loader
         if self._pending_state is not None:
             loader.load_state_dict(self._pending_state)
@@ -134,19 +149,7 @@ class ShapesDataModule(ResumableDataModule):
     def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled each epoch from (seed, epoch); its position is saved in checkpoints for exact resume."""
         assert self.splits is not None, "call setup() first"
-        trainer = self.trainer
-        seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
-        loader = ResumableDataLoader(
-            self.splits["train"],
-            batch_size=self.batch_size,
-            shuffle=True,
-            seed=seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-            drop_last=True,
-            **self._loader_kwargs(),
-        )
-        return self._resumable(loader)
+        return self._resumable_loader(self.splits["train"], self.batch_size, self.seed, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

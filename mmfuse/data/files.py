@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -170,19 +169,8 @@ class ImageTextDataModule(ResumableDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled each epoch from (seed, epoch); its position is saved in checkpoints for exact resume."""
-        trainer = self.trainer
-        seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
-        loader = ResumableDataLoader(
-            self._dataset(self._split("train")),
-            batch_size=self.batch_size,
-            shuffle=True,
-            seed=seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-            drop_last=True,
-            **self._loader_kwargs(),
-        )
-        return self._resumable(loader)
+        dataset = self._dataset(self._split("train"))
+        return self._resumable_loader(dataset, self.batch_size, self.seed, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         split = self.val_split or ("val" if "val" in self.manifest.splits else None)
