@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("mmfuse.commands.export", "export a saved model to torch.export / ONNX with a parity check"),
     "explain": ("mmfuse.commands.explain", "explain answers: attribution gallery and faithfulness metrics"),
     "bench": ("mmfuse.commands.bench", "benchmark training speed: mixed precision, MFU, loss parity, Lightning cost"),
+    "audit": ("mmfuse.commands.audit", "audit a dataset: balance, duplicates, leakage, label errors, mismatches"),
+    "baselines": ("mmfuse.commands.baselines", "baseline ladder: majority, text-only, image-only, late fusion, model"),
+    "probe": ("mmfuse.commands.probe", "probe a model: counterfactual invariance and robustness outside the lab"),
+    "report": ("mmfuse.commands.report", "gather audit, baselines and probes of a checkpoint into one model report"),
 }
 
 
