@@ -1,9 +1,9 @@
 """Attribution: which image regions and which words made an image-text model give its answer.
 
 One call explains a batch with several methods, each returning an :class:`Attribution` (image map, patch grid, text
-map). Registered methods (:data:`EXPLAINERS`): ``gradcam`` (image), ``fusion_relevance``, ``raw_attention`` and
-``rollout`` (image and text, through the cross-attention fusion), ``grad_x_input`` and ``integrated_gradients``
-(text). The imports below fill the registry.
+map). Registered methods (:data:`EXPLAINERS`): ``gradcam`` and ``hirescam`` (image), ``fusion_relevance``,
+``raw_attention`` and ``rollout`` (image and text, through the cross-attention fusion), ``grad_x_input`` and
+``integrated_gradients`` (text). The imports below fill the registry.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from mmfuse.attribution.amp import agreement, full_precision, spearman
 from mmfuse.attribution.attention import AttentionRecord, record_attention
 from mmfuse.attribution.base import EXPLAINERS, Attribution, Explainer
-from mmfuse.attribution.gradcam import GradCAM, default_target_layer, gradcam
+from mmfuse.attribution.gradcam import GradCAM, HiResCAM, default_target_layer, gradcam, hirescam
 from mmfuse.attribution.hooks import Capture, capture_output, explain_mode, hook_count, resolve_module
 from mmfuse.attribution.relevance import (
     AttentionTrace,
@@ -43,6 +43,7 @@ __all__ = [
     "EXPLAINERS",
     "Explainer",
     "GradCAM",
+    "HiResCAM",
     "LabelClass",
     "PredictedClass",
     "ScalarOf",
@@ -59,6 +60,7 @@ __all__ = [
     "fusion_relevance",
     "grad_x_input",
     "gradcam",
+    "hirescam",
     "hook_count",
     "integrated_gradients",
     "logits_of",

@@ -1,9 +1,14 @@
-"""Grad-CAM (Selvaraju et al., ICCV 2017) on any timm vision encoder, alone or inside an image-text model.
+"""Grad-CAM (Selvaraju et al., ICCV 2017) and HiResCAM (Draelos & Carin, 2020) on any timm vision encoder, alone or
+inside an image-text model.
 
-``cam = ReLU(sum_c w_c * A_c)`` with ``w_c`` the spatial mean of the target's gradient with respect to the
-activation ``A`` of one layer. Same rule, layer choice and normalisation as pytorch-grad-cam's ``GradCAM``, but in
-torch from end to end, with one forward and one backward per batch, the token-to-grid reshape read from the encoder
-(no ``reshape_transform`` to write) and a model that may take a whole :class:`~mmfuse.types.Batch`.
+Grad-CAM: ``cam = ReLU(sum_c w_c * A_c)`` with ``w_c`` the spatial mean of the target's gradient with respect to the
+activation ``A`` of one layer. HiResCAM keeps the gradient's position: ``cam = ReLU(sum_c G_c * A_c)``, element-wise.
+The two agree when the gradient is the same at every position (a global-average-pooled classifier); they differ when
+the model *selects* positions, as a cross-attention fusion does: there the gradient is large only where the fusion
+looks, and Grad-CAM's spatial mean throws exactly that away (it then lights up every object with similar features).
+Same rules, layer choice and normalisation as pytorch-grad-cam's ``GradCAM`` / ``HiResCAM``, but in torch from end to
+end, with one forward and one backward per batch, the token-to-grid reshape read from the encoder (no
+``reshape_transform`` to write) and a model that may take a whole :class:`~mmfuse.types.Batch`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from mmfuse.attribution.targets import PredictedClass, Target
 from mmfuse.errors import ConfigError
 from mmfuse.types import Batch
 
-__all__ = ["GradCAM", "default_target_layer", "gradcam"]
+__all__ = ["GradCAM", "HiResCAM", "default_target_layer", "gradcam", "hirescam"]
 
 
 def _vision_encoder(model: nn.Module) -> nn.Module:
@@ -51,10 +56,15 @@ def _last_stage(backbone: Any) -> str:
 
 
 def default_target_layer(model: nn.Module) -> str:
-    """The default Grad-CAM layer: the last feature stage of a CNN, the last block's ``norm1`` of a ViT.
+    """The default CAM layer: the last layer with a spatial map before the read-out.
+
+    In a plain timm classifier that is the last feature stage of a CNN, or the last block's ``norm1`` of a ViT
+    (whose final norm reaches the head through the class token only). In an image-text model it is the vision
+    encoder's projection ``vision.proj``: its (B, N, D) tokens are exactly what the fusion reads, at every position,
+    for CNNs and ViTs alike; an encoder without a projection falls back to its backbone's last stage.
 
     Args:
-        model: an image-text model (layer searched under ``vision.backbone``) or a plain timm classifier.
+        model: an image-text model or a plain timm classifier.
 
     Returns:
         A dotted module path inside ``model``.
@@ -62,6 +72,8 @@ def default_target_layer(model: nn.Module) -> str:
     if not hasattr(model, "vision"):
         return _last_stage(model)
     encoder = _vision_encoder(model)
+    if isinstance(getattr(encoder, "proj", None), nn.Module):
+        return "vision.proj"
     return f"vision.backbone.{_last_stage(getattr(encoder, 'backbone', encoder))}"
 
 
@@ -81,6 +93,8 @@ class GradCAM:
             :class:`~mmfuse.errors.ConfigError` listing valid paths near it.
     """
 
+    method = "gradcam"
+
     def __init__(self, model: nn.Module, target_layer: str | None = None) -> None:
         self.model = model
         self.target_layer = target_layer or default_target_layer(model)
@@ -98,6 +112,19 @@ class GradCAM:
             (B, C) weights.
         """
         return grads.mean(dim=(2, 3))
+
+    def cam(self, activations: Tensor, grads: Tensor) -> Tensor:
+        """The map at the layer's resolution.
+
+        Args:
+            activations: (B, C, Gh, Gw) fp32 activations of the target layer.
+            grads: (B, C, Gh, Gw) fp32 gradients of the target with respect to them.
+
+        Returns:
+            (B, Gh, Gw) non-negative map.
+        """
+        weights = self.channel_weights(activations, grads)  # (B, C)
+        return torch.relu((weights[:, :, None, None] * activations).sum(dim=1))  # (B, C, Gh, Gw) -> (B, Gh, Gw)
 
     def __call__(self, inputs: Tensor | Batch, target: Target | None = None) -> Attribution:
         """Explain a batch.
@@ -125,13 +152,32 @@ class GradCAM:
         with full_precision(activation.device):
             acts = to_grid(activation.float(), self.layout)  # (B, N, C) or 4-D -> (B, C, Gh, Gw)
             grads = to_grid(grad.float(), self.layout)
-            weights = self.channel_weights(acts, grads)  # (B, C)
-            cam = torch.relu((weights[:, :, None, None] * acts).sum(dim=1))  # (B, C, Gh, Gw) -> (B, Gh, Gw)
+            cam = self.cam(acts, grads)  # (B, Gh, Gw)
             image = normalize_per_example(upsample(cam, size))  # (B, Gh, Gw) -> (B, H, W)
-        return Attribution(method="gradcam", image=image, image_grid=cam)
+        return Attribution(method=self.method, image=image, image_grid=cam)
+
+
+class HiResCAM(GradCAM):
+    """HiResCAM: the gradient multiplies the activation position by position before the channel sum.
+
+    Faithful to the model's computation where Grad-CAM is not: for a layer followed (up to the target) by a linear
+    read-out, the map is exactly each position's contribution to the target. Arguments as :class:`GradCAM`.
+    """
+
+    method = "hirescam"
+
+    def cam(self, activations: Tensor, grads: Tensor) -> Tensor:
+        """(B, C, Gh, Gw) activations and gradients -> (B, Gh, Gw) ``ReLU(sum_c G_c * A_c)``."""
+        return torch.relu((grads * activations).sum(dim=1))
 
 
 @EXPLAINERS.register("gradcam")
 def gradcam(model: nn.Module, batch: Batch, target: Target) -> Attribution:
     """Grad-CAM at the default layer of the vision encoder (image map only); see :class:`GradCAM`."""
     return GradCAM(model)(batch, target)
+
+
+@EXPLAINERS.register("hirescam")
+def hirescam(model: nn.Module, batch: Batch, target: Target) -> Attribution:
+    """HiResCAM at the default layer of the vision encoder (image map only); see :class:`HiResCAM`."""
+    return HiResCAM(model)(batch, target)

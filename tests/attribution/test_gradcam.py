@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from mmfuse.attribution import ClassLogit, GradCAM, default_target_layer, hook_count
+from mmfuse.attribution import ClassLogit, GradCAM, HiResCAM, default_target_layer, hook_count
 from mmfuse.errors import ConfigError
 from tests.attribution.conftest import make_batch, make_model
 
@@ -17,8 +17,10 @@ CLASSIFIERS = {
 }
 
 
-def _pytorch_grad_cam(model: torch.nn.Module, layer: str, images: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """The reference: pytorch-grad-cam's GradCAM on the same layer and targets."""
+def _pytorch_grad_cam(
+    model: torch.nn.Module, layer: str, images: torch.Tensor, classes: list[int], method: str = "GradCAM"
+) -> torch.Tensor:
+    """The reference: pytorch-grad-cam's ``GradCAM`` (or ``HiResCAM``) on the same layer and targets."""
     pgc = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -30,7 +32,7 @@ def _pytorch_grad_cam(model: torch.nn.Module, layer: str, images: torch.Tensor, 
         grid_tokens = tokens[:, prefix:].reshape(tokens.shape[0], gh, gw, tokens.shape[2])  # (B, N, C) -> (B,Gh,Gw,C)
         return grid_tokens.permute(0, 3, 1, 2)  # (B, Gh, Gw, C) -> (B, C, Gh, Gw)
 
-    cam = pgc.GradCAM(model, [model.get_submodule(layer)], reshape_transform if grid else None)
+    cam = getattr(pgc, method)(model, [model.get_submodule(layer)], reshape_transform if grid else None)
     try:
         maps = cam(images, [ClassifierOutputTarget(k) for k in classes])
     finally:
@@ -38,15 +40,16 @@ def _pytorch_grad_cam(model: torch.nn.Module, layer: str, images: torch.Tensor, 
     return torch.from_numpy(maps)
 
 
+@pytest.mark.parametrize("cam_class", [GradCAM, HiResCAM])
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
-def test_matches_pytorch_grad_cam(name: str) -> None:
+def test_matches_pytorch_grad_cam(name: str, cam_class: type[GradCAM]) -> None:
     kwargs, layer, size = CLASSIFIERS[name]
     model = timm.create_model(name, pretrained=False, num_classes=5, **kwargs).eval()
     images = torch.randn(2, 3, size, size)
     classes = [1, 3]
     assert default_target_layer(model) == layer
-    ours = GradCAM(model)(images, ClassLogit(torch.tensor(classes)))
-    reference = _pytorch_grad_cam(model, layer, images, classes)
+    ours = cam_class(model)(images, ClassLogit(torch.tensor(classes)))
+    reference = _pytorch_grad_cam(model, layer, images, classes, cam_class.__name__)
     assert ours.image is not None and ours.image_grid is not None
     assert ours.image.shape == reference.shape == (2, size, size)
     diff = (ours.image - reference).abs().max().item()
@@ -55,16 +58,12 @@ def test_matches_pytorch_grad_cam(name: str) -> None:
     assert ours.image.amax(dim=(1, 2)).gt(0.99).all(), "maps are normalised to [0, 1] per example"
 
 
-@pytest.mark.parametrize(
-    ("vision", "layer"),
-    [
-        ("resnet", "vision.backbone.layer4"),
-        ("vit", "vision.backbone.blocks.1.norm1"),
-        ("convnext", "vision.backbone.stages_3"),
-    ],
-)
-def test_default_layer_of_image_text_models(vision: str, layer: str) -> None:
-    assert default_target_layer(make_model(vision)) == layer
+@pytest.mark.parametrize("vision", ["resnet", "vit", "convnext"])
+def test_default_layer_of_image_text_models_is_what_the_fusion_reads(vision: str) -> None:
+    model = make_model(vision)
+    assert default_target_layer(model) == "vision.proj"
+    result = GradCAM(model)(make_batch())
+    assert result.image_grid is not None and result.image_grid.shape[1:] == model.vision.grid_size
 
 
 def test_bad_layer_lists_nearby_paths() -> None:

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*switched back:UserWarning")
 
 
 def test_registered_methods() -> None:
-    expected = {"gradcam", "fusion_relevance", "raw_attention", "rollout", "grad_x_input", "integrated_gradients"}
+    expected = {"gradcam", "hirescam", "fusion_relevance", "raw_attention", "rollout"}
+    expected |= {"grad_x_input", "integrated_gradients"}
     assert set(EXPLAINERS.names()) == expected
     assert all(hasattr(attribution, name) for name in attribution.__all__)
 

@@ -18,6 +18,7 @@ from mmfuse.attribution.metrics import (
     deletion_insertion,
     energy_in_box,
     faithfulness_report,
+    patch_pointing_game,
     pointing_game,
     randomization_check,
     randomization_stages,
@@ -60,6 +61,21 @@ def test_box_mask_covers_exactly_the_pixels_of_an_exclusive_box() -> None:
 )
 def test_pointing_game_hits_inside_and_misses_outside(row: int, col: int, tolerance: float, hit: bool) -> None:
     assert pointing_game(_map_with_max_at(row, col), [BOX], tolerance).tolist() == [hit]
+
+
+def test_patch_pointing_game_asks_whether_the_peak_patch_touches_the_box() -> None:
+    grid = torch.zeros(4, 8, 8)
+    grid[0, 2, 3] = 1.0  # patch spans x 24..32, y 16..24: overlaps the box below
+    grid[1, 2, 4] = 1.0  # x 32..40: the box ends at x = 32 (exclusive), so no overlap
+    grid[2, 2, 3] = grid[2, 7, 7] = 1.0  # tie: one of the peaks is on the box -> hit
+    box = torch.tensor([[20.0, 10.0, 32.0, 22.0]])
+    hits = patch_pointing_game(grid, [box, box, box, box], (64, 64))  # the 4th map is constant: a miss
+    assert hits.tolist() == [True, False, True, False]
+    assert patch_pointing_game(grid[:1], [torch.zeros(0, 4)], (64, 64)).tolist() == [False], "no box: a miss"
+    upsampled = torch.nn.functional.interpolate(grid[:1, None], size=(64, 64), mode="bilinear")[:, 0]
+    # a pixel-level game on a tight box can miss what the patch game hits: the peak pixel is the patch centre (28, 20)
+    assert pointing_game(upsampled, [torch.tensor([[20.0, 10.0, 27.0, 22.0]])]).tolist() == [False]
+    assert patch_pointing_game(grid[:1], [torch.tensor([[20.0, 10.0, 27.0, 22.0]])], (64, 64)).tolist() == [True]
 
 
 def test_pointing_game_batches_ties_constant_maps_and_several_boxes() -> None:
@@ -254,7 +270,7 @@ def test_faithfulness_report_writes_json_and_markdown(tmp_path: Path, monkeypatc
     )  # fmt: skip
     box = report["methods"]["box"]
     assert box["pointing_game"]["mean"] == 1.0 and box["energy_in_box"]["mean"] == 1.0
-    assert box["pointing_game_half_patch"]["mean"] == 1.0
+    assert "pointing_game_patch" not in box, "a map without a patch grid has no patch pointing game"
     assert box["pointing_game"]["n"] == 6 and "deletion_auc_text" in box
     assert "randomization_spearman_image" in report["methods"]["grad"]
     assert set(report["methods"]) == {"box", "grad", "random"}
