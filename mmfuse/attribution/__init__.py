@@ -3,7 +3,8 @@
 One call explains a batch with several methods, each returning an :class:`Attribution` (image map, patch grid, text
 map). Registered methods (:data:`EXPLAINERS`): ``gradcam`` and ``hirescam`` (image), ``fusion_relevance``,
 ``raw_attention`` and ``rollout`` (image and text, through the cross-attention fusion), ``grad_x_input`` and
-``integrated_gradients`` (text). The imports below fill the registry.
+``integrated_gradients`` (text). The imports below fill the registry. For a plain timm or torchvision image
+classifier on photos: :func:`load_classifier`, :func:`explain_photos` and :func:`write_photo_gallery`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ from torch import nn
 from mmfuse.attribution.amp import agreement, full_precision, spearman
 from mmfuse.attribution.attention import AttentionRecord, record_attention
 from mmfuse.attribution.base import EXPLAINERS, Attribution, Explainer
-from mmfuse.attribution.gradcam import GradCAM, HiResCAM, default_target_layer, gradcam, hirescam
+from mmfuse.attribution.classifiers import PhotoClassifier, load_classifier, load_weights
+from mmfuse.attribution.gradcam import CAM_METHODS, GradCAM, HiResCAM, default_target_layer, gradcam, hirescam
 from mmfuse.attribution.hooks import Capture, capture_output, explain_mode, hook_count, resolve_module
+from mmfuse.attribution.photos import (
+    PHOTO_METHODS,
+    ClassExplanation,
+    PhotoExplanation,
+    explain_photos,
+    find_photos,
+    write_photo_gallery,
+)
 from mmfuse.attribution.relevance import (
     AttentionTrace,
     attention_rollout,
@@ -37,7 +47,9 @@ __all__ = [
     "AttentionRecord",
     "AttentionTrace",
     "Attribution",
+    "CAM_METHODS",
     "Capture",
+    "ClassExplanation",
     "ClassLogit",
     "DEFAULT_METHODS",
     "EXPLAINERS",
@@ -45,6 +57,9 @@ __all__ = [
     "GradCAM",
     "HiResCAM",
     "LabelClass",
+    "PHOTO_METHODS",
+    "PhotoClassifier",
+    "PhotoExplanation",
     "PredictedClass",
     "ScalarOf",
     "Target",
@@ -56,6 +71,8 @@ __all__ = [
     "default_target_layer",
     "explain",
     "explain_mode",
+    "explain_photos",
+    "find_photos",
     "full_precision",
     "fusion_relevance",
     "grad_x_input",
@@ -63,6 +80,8 @@ __all__ = [
     "hirescam",
     "hook_count",
     "integrated_gradients",
+    "load_classifier",
+    "load_weights",
     "logits_of",
     "normalize_per_example",
     "raw_attention",
@@ -74,6 +93,7 @@ __all__ = [
     "to_grid",
     "token_layout",
     "trace_attention",
+    "write_photo_gallery",
 ]
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "fusion_relevance", "grad_x_input")

@@ -1,5 +1,5 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017) and HiResCAM (Draelos & Carin, 2020) on any timm vision encoder, alone or
-inside an image-text model.
+inside an image-text model, and on torchvision's image classifiers.
 
 Grad-CAM: ``cam = ReLU(sum_c w_c * A_c)`` with ``w_c`` the spatial mean of the target's gradient with respect to the
 activation ``A`` of one layer. HiResCAM keeps the gradient's position: ``cam = ReLU(sum_c G_c * A_c)``, element-wise.
@@ -24,9 +24,17 @@ from mmfuse.attribution.hooks import capture_output, explain_mode, gradients, re
 from mmfuse.attribution.reshape import normalize_per_example, to_grid, token_layout, upsample
 from mmfuse.attribution.targets import PredictedClass, Target
 from mmfuse.errors import ConfigError
+from mmfuse.registry import Registry
 from mmfuse.types import Batch
 
-__all__ = ["GradCAM", "HiResCAM", "default_target_layer", "gradcam", "hirescam"]
+__all__ = ["CAM_METHODS", "GradCAM", "HiResCAM", "default_target_layer", "gradcam", "hirescam"]
+
+# Last stages of torchvision classifiers, which have no timm feature_info: a module whose output is the last spatial
+# map (ResNet/ResNeXt/Wide ResNet, RegNet, ShuffleNetV2, GoogLeNet, Inception v3), or a container whose last child is
+# (MobileNet, EfficientNet, ConvNeXt, Swin, VGG, DenseNet, SqueezeNet, AlexNet: `features`; MNASNet: `layers`;
+# MaxViT: `blocks`). pytorch-grad-cam's README recommends the same layers.
+_TORCHVISION_STAGES = ("layer4", "trunk_output", "conv5", "inception5b", "Mixed_7c")
+_TORCHVISION_CONTAINERS = ("features", "layers", "blocks")
 
 
 def _vision_encoder(model: nn.Module) -> nn.Module:
@@ -45,7 +53,7 @@ def _last_stage(backbone: Any) -> str:
         return f"blocks.{len(backbone.blocks) - 1}.norm1"  # pytorch-grad-cam's choice for ViTs
     info = getattr(backbone, "feature_info", None)
     if info is None:
-        raise ConfigError(f"{type(backbone).__name__} has no timm feature_info; pass target_layer=... explicitly")
+        return _torchvision_stage(backbone)
     name = info.module_name()[-1] if hasattr(info, "module_name") else info[-1]["module"]
     modules = dict(backbone.named_modules())
     # features_only wrappers flatten `stages.3` to `stages_3`; getter wrappers keep the model under `model.`
@@ -55,19 +63,51 @@ def _last_stage(backbone: Any) -> str:
     raise ConfigError(f"last feature stage {name!r} not found in {type(backbone).__name__}; pass target_layer=...")
 
 
+def _last_child(module: nn.Module) -> str | None:
+    names = [name for name, _ in module.named_children()]
+    return names[-1] if names else None
+
+
+def _torchvision_stage(model: nn.Module) -> str:
+    """Dotted path of the default Grad-CAM layer of a torchvision classifier (a model without timm feature_info)."""
+    blocks = getattr(getattr(model, "encoder", None), "layers", None)
+    if isinstance(getattr(model, "class_token", None), Tensor) and isinstance(blocks, nn.Module):
+        last = _last_child(blocks)  # torchvision ViT: the last block's first norm, as for timm's ViTs
+        if last is not None:
+            return f"encoder.layers.{last}.ln_1"
+    for name in _TORCHVISION_STAGES:
+        if isinstance(getattr(model, name, None), nn.Module):
+            return name
+    for name in _TORCHVISION_CONTAINERS:
+        container = getattr(model, name, None)
+        last = _last_child(container) if isinstance(container, nn.Module) else None
+        if last is not None:
+            return f"{name}.{last}"
+    children = [name for name, _ in model.named_children()]
+    raise ConfigError(
+        f"{type(model).__name__} has no timm feature_info and no known last stage; pass target_layer=... "
+        f"(the last module with a spatial output; its top-level modules: {children})"
+    )
+
+
 def default_target_layer(model: nn.Module) -> str:
     """The default CAM layer: the last layer with a spatial map before the read-out.
 
     In a plain timm classifier that is the last feature stage of a CNN, or the last block's ``norm1`` of a ViT
-    (whose final norm reaches the head through the class token only). In an image-text model it is the vision
+    (whose final norm reaches the head through the class token only). A torchvision classifier gets the same: its
+    last stage (``layer4`` of a ResNet, the last module of ``features`` of a MobileNet, EfficientNet or ConvNeXt...)
+    or, for its ViT, ``encoder.layers.<last>.ln_1``. In an image-text model it is the vision
     encoder's projection ``vision.proj``: its (B, N, D) tokens are exactly what the fusion reads, at every position,
     for CNNs and ViTs alike; an encoder without a projection falls back to its backbone's last stage.
 
     Args:
-        model: an image-text model or a plain timm classifier.
+        model: an image-text model, a plain timm classifier or a torchvision classifier.
 
     Returns:
         A dotted module path inside ``model``.
+
+    Raises:
+        ConfigError: a model of none of these kinds; the message lists its top-level modules.
     """
     if not hasattr(model, "vision"):
         return _last_stage(model)
@@ -83,11 +123,15 @@ def _forward(model: nn.Module, inputs: Tensor | Batch) -> Any:
     return model(inputs)
 
 
+CAM_METHODS: Registry[type[GradCAM]] = Registry("cam_method")
+
+
+@CAM_METHODS.register("gradcam")
 class GradCAM:
-    """Grad-CAM on one layer of a timm classifier or of an image-text model's vision encoder.
+    """Grad-CAM on one layer of a timm or torchvision classifier or of an image-text model's vision encoder.
 
     Args:
-        model: a timm image classifier (called with images) or an
+        model: a timm or torchvision image classifier (called with images) or an
             :class:`~mmfuse.models.ImageTextModel` (called with a :class:`~mmfuse.types.Batch`).
         target_layer: dotted module path; None = :func:`default_target_layer`. A bad path raises
             :class:`~mmfuse.errors.ConfigError` listing valid paths near it.
@@ -153,10 +197,13 @@ class GradCAM:
             acts = to_grid(activation.float(), self.layout)  # (B, N, C) or 4-D -> (B, C, Gh, Gw)
             grads = to_grid(grad.float(), self.layout)
             cam = self.cam(acts, grads)  # (B, Gh, Gw)
-            image = normalize_per_example(upsample(cam, size))  # (B, Gh, Gw) -> (B, H, W)
+            # Normalised before and after upsampling, as pytorch-grad-cam does: the same map for any usual scale, and a
+            # map whose whole range is below the epsilon (random-init torchvision CNNs: ~1e-10) is still stretched.
+            image = normalize_per_example(upsample(normalize_per_example(cam), size))  # (B, Gh, Gw) -> (B, H, W)
         return Attribution(method=self.method, image=image, image_grid=cam)
 
 
+@CAM_METHODS.register("hirescam")
 class HiResCAM(GradCAM):
     """HiResCAM: the gradient multiplies the activation position by position before the channel sum.
 

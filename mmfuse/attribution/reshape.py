@@ -3,7 +3,8 @@
 A token model (timm ViT family) lays out ``num_prefix_tokens`` CLS/register tokens followed by a row-major
 ``Gh x Gw`` patch grid; a feature-map model (CNN, hierarchical transformer) already gives ``(B, C, Gh, Gw)`` maps
 (``(B, Gh, Gw, C)`` when timm reports ``output_fmt == "NHWC"``). Nothing here hard-codes a grid: every number comes
-from :func:`token_layout`, which reads it from an :class:`~mmfuse.encoders.TimmVisionEncoder` or a plain timm model.
+from :func:`token_layout`, which reads it from an :class:`~mmfuse.encoders.TimmVisionEncoder`, a plain timm model or
+a torchvision classifier (its ViT: one class token and an ``image_size / patch_size`` grid; its Swin: NHWC stages).
 """
 
 from __future__ import annotations
@@ -40,19 +41,39 @@ def _grid_of(module: Any) -> tuple[int, int] | None:
     return None if grid is None else (int(grid[0]), int(grid[1]))
 
 
+def _torchvision_layout(model: nn.Module) -> TokenLayout | None:
+    """The layout of torchvision's ViT (its ``class_token`` before the grid) or Swin (NHWC stages), else None."""
+    image_size, patch_size = getattr(model, "image_size", None), getattr(model, "patch_size", None)
+    if isinstance(getattr(model, "class_token", None), Tensor) and isinstance(image_size, int):
+        if isinstance(patch_size, int):
+            side = image_size // patch_size
+            return TokenLayout(1, (side, side))
+    if isinstance(getattr(model, "permute", None), nn.Module):
+        from torchvision.ops import Permute
+
+        if isinstance(model.permute, Permute):  # Swin: (B, H, W, C) stages, permuted to NCHW only before the head
+            return TokenLayout(channels_last=True)
+    return None
+
+
 def token_layout(encoder: nn.Module) -> TokenLayout:
-    """The token layout of a vision encoder or a plain timm model.
+    """The token layout of a vision encoder, a plain timm model or a torchvision classifier.
 
     Reads ``num_prefix_tokens`` and ``grid_size`` (``patch_embed.grid_size`` on a plain timm ViT) and timm's
-    ``output_fmt``; models without ``num_prefix_tokens`` are feature-map models.
+    ``output_fmt``; torchvision's ViT and Swin are recognised by their ``class_token`` and ``permute`` modules;
+    other models without ``num_prefix_tokens`` are feature-map models.
 
     Args:
-        encoder: an :class:`~mmfuse.encoders.TimmVisionEncoder` (``backbone`` inside) or a timm model.
+        encoder: an :class:`~mmfuse.encoders.TimmVisionEncoder` (``backbone`` inside), a timm model or a
+            torchvision classifier.
 
     Returns:
         The layout used by :func:`to_grid` and :func:`relevance_to_grid`.
     """
     backbone = getattr(encoder, "backbone", encoder)
+    torchvision_layout = _torchvision_layout(backbone)
+    if torchvision_layout is not None:
+        return torchvision_layout
     channels_last = str(getattr(getattr(backbone, "output_fmt", None), "value", "NCHW")) == "NHWC"
     return TokenLayout(int(getattr(encoder, "num_prefix_tokens", 0)), _grid_of(encoder), channels_last)
 

@@ -1,14 +1,18 @@
 """``mmfuse explain``: explain a trained model's answers on examples of a split, as an HTML gallery, and with
-``--evaluate`` measure how faithful each method is (see :mod:`mmfuse.attribution.metrics`).
+``--evaluate`` measure how faithful each method is (see :mod:`mmfuse.attribution.metrics`); or, with
+``--classifier``, explain a plain image classifier's top classes on a folder of photos
+(see :mod:`mmfuse.attribution.photos`).
 
 Examples::
 
     mmfuse explain --config experiments/shapes_color.yaml --ckpt runs/shapes_color/version_0/checkpoints/X.ckpt \\
         --out runs/explain --n 16
     mmfuse explain --model runs/shapes_color/version_0/model --out runs/explain --index 3 17 42 --evaluate
+    mmfuse explain --classifier torchvision:mobilenet_v2 --weights mobilenet_v2-b0353104.pth --images photos/ \\
+        --out runs/photos --top-k 3
 
 Every input is checked before any model is loaded: a checkpoint of another architecture, an example index outside
-the split, an unknown method or a missing file each end with a one-line message.
+the split, an unknown method, a missing file or an unreadable photo each end with a one-line message.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import yaml
 from mmfuse.errors import ConfigError
 from mmfuse.types import Batch
 
-__all__ = ["add_arguments", "run", "ExplainInputs", "prepare", "explain_examples"]
+__all__ = ["add_arguments", "run", "run_photos", "ExplainInputs", "prepare", "explain_examples"]
 
 # Keys of a run's saved config.yaml that belong to the `fit` subcommand, not to the experiment.
 _RUN_ONLY_KEYS = ("ckpt_path", "weights_only")
@@ -41,10 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model", help="a save_pretrained directory (e.g. <run>/model) instead of --ckpt; without --config the "
         "data comes from the run's config.yaml next to it")  # fmt: skip
     add("--out", required=True, help="output directory: index.html + img/, and faithfulness.json/.md with --evaluate")
-    add("--n", type=int, default=16, help="explain the first N examples of the split (default 16)")
+    add("--n", type=int, default=None, help="explain the first N examples of the split (default 16), or the first N "
+        "photos (default all)")  # fmt: skip
     add("--index", type=int, nargs="+", default=None, help="explain these example indices instead of the first N")
-    add("--split", default="val", help="split to explain: val, test, train or shift (default val)")
-    add("--methods", nargs="+", default=None, help="attribution methods (default: every registered one)")
+    add("--split", default=None, help="split to explain: val, test, train or shift (default val)")
+    add("--methods", nargs="+", default=None, help="attribution methods (default: every registered one; with "
+        "--classifier: gradcam hirescam)")  # fmt: skip
     add("--evaluate", action="store_true", help="also measure pointing game, energy, deletion/insertion, randomization")
     add("--batch-size", type=int, default=32, help="examples per forward")
     add("--steps", type=int, default=16, help="steps of the deletion / insertion curves")
@@ -52,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.cache_dir=/x")
     add("--device", default="cpu", help="cpu or cuda")
     add("--seed", type=int, default=0)
+    photos = parser.add_argument_group("photos", "explain a plain image classifier on photos instead")
+    photos.add_argument("--classifier", metavar="NAME", help="a timm model name, or torchvision:<name> (e.g. "
+                        "torchvision:mobilenet_v2); random weights unless --weights")  # fmt: skip
+    photos.add_argument("--weights", metavar="FILE", help="the classifier's state dict: a torch.save file (read "
+                        "with weights_only=True) or .safetensors")  # fmt: skip
+    photos.add_argument("--images", nargs="+", metavar="PATH", help="image files, or folders searched recursively")
+    photos.add_argument("--top-k", type=int, default=2, help="classes explained per photo (default 2)")
+    photos.add_argument("--target-layer", metavar="PATH", help="dotted module path of the CAM layer (default: the "
+                        "model's last stage)")  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -81,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     from mmfuse.attribution.metrics import faithfulness_report, format_report
 
     torch.manual_seed(args.seed)
+    if args.classifier is not None:
+        return run_photos(args)
+    args = _image_text_args(args)
     inputs = prepare(args)
     batch, boxes, attributions, predictions = explain_examples(inputs, args.batch_size)
     out = Path(args.out)
@@ -107,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare(args: argparse.Namespace) -> ExplainInputs:
     """Check every input, then load the data and the model (:class:`ConfigError` on bad input, before loading)."""
+    args = _image_text_args(args)
     methods = _check_methods(args.methods)
     _check_numbers(args)
     if (args.model is None) == (args.ckpt is None) or (args.ckpt and not args.config):
@@ -126,6 +145,69 @@ def prepare(args: argparse.Namespace) -> ExplainInputs:
     model, tokenizer = _load_model(args.ckpt, model_dir, datamodule)
     model = model.to(args.device).eval()
     return ExplainInputs(model, tokenizer, split.select(indices), indices, datamodule.spec.class_names, methods)
+
+
+def _image_text_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the image-text defaults filled in (``--n 16``, ``--split val``); photo-only flags refused."""
+    photo_flags = [flag for flag in _PHOTO_FLAGS if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if photo_flags:
+        raise ConfigError(f"{', '.join(photo_flags)} explain photos and need --classifier")
+    return argparse.Namespace(**{**vars(args), "n": 16 if args.n is None else args.n, "split": args.split or "val"})
+
+
+def run_photos(args: argparse.Namespace) -> int:
+    """``--classifier``: explain its top classes on the photos, write the gallery and print each photo's classes."""
+    from mmfuse.attribution.classifiers import load_classifier
+    from mmfuse.attribution.photos import explain_photos, write_photo_gallery
+
+    paths, methods = _check_photo_args(args)
+    classifier = load_classifier(args.classifier, args.weights)
+    model = classifier.model.to(args.device)
+    results = explain_photos(
+        model, paths, methods, args.target_layer, args.top_k, classifier.class_names, classifier.image_size,
+        classifier.mean, classifier.std, args.batch_size,
+    )  # fmt: skip
+    weights = f"weights {args.weights}" if args.weights else "random weights"
+    index = write_photo_gallery(args.out, results, title=f"{args.classifier} ({weights}), {classifier.image_size} px")
+    for result in results:
+        classes = ", ".join(f"{p.name} {100 * p.probability:.1f}%" for p in result.predictions)
+        print(f"{result.path}: {classes}")
+    print(f"gallery of {len(results)} photos x {len(methods)} methods x top {args.top_k} classes: {index}")
+    return 0
+
+
+_PHOTO_FLAGS = ("--weights", "--images", "--target-layer")
+_IMAGE_TEXT_FLAGS = ("--config", "--ckpt", "--model", "--index", "--split")
+
+
+def _check_photo_args(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
+    """The photos and CAM methods of ``--classifier``, checked (every photo decodes) before any model is built."""
+    from mmfuse.attribution.gradcam import CAM_METHODS
+    from mmfuse.attribution.photos import PHOTO_METHODS, find_photos
+    from mmfuse.data.images import BadImageError, check_image
+
+    given = [flag for flag in _IMAGE_TEXT_FLAGS if getattr(args, flag[2:]) is not None]
+    given += ["--evaluate"] * args.evaluate + [f"--set {s}" for s in args.set]
+    if given:
+        raise ConfigError(f"--classifier explains photos; {', '.join(given)} belong to an image-text model")
+    if not args.images:
+        raise ConfigError("--classifier needs --images (image files or folders)")
+    if args.top_k < 1 or args.batch_size < 1 or (args.n is not None and args.n < 1):
+        raise ConfigError(f"--top-k ({args.top_k}), --batch-size ({args.batch_size}) and --n ({args.n}) must be >= 1")
+    methods = list(dict.fromkeys(args.methods or PHOTO_METHODS))
+    unknown = [m for m in methods if m not in CAM_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown CAM method(s) {unknown} for --classifier; known: {CAM_METHODS.names()}")
+    _check_device(args.device)
+    if args.weights is not None:
+        _existing(args.weights, "--weights")
+    paths = find_photos(args.images)[: args.n]
+    for path in paths:
+        try:
+            check_image(path)
+        except BadImageError as err:
+            raise ConfigError(f"--images: {err}") from err
+    return paths, methods
 
 
 def explain_examples(inputs: ExplainInputs, batch_size: int) -> tuple[Batch, list[torch.Tensor], dict[str, Any], Any]:
@@ -200,13 +282,17 @@ def _check_numbers(args: argparse.Namespace) -> None:
             f"--n ({args.n}), --batch-size ({args.batch_size}) and --steps ({args.steps}) must be >= 1 and "
             f"--randomization-examples ({args.randomization_examples}) >= 0"
         )
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise ConfigError(f"--device {args.device!r}: use cpu, cuda or cuda:N")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device!r}: no CUDA device is available here; use --device cpu")
+    _check_device(args.device)
     bad = [s for s in args.set if "=" not in s]
     if bad:
         raise ConfigError(f"--set takes KEY=VALUE (e.g. data.cache_dir=/tmp/x), got {bad}")
+
+
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: no CUDA device is available here; use --device cpu")
 
 
 def _existing(path: str, flag: str, directory: bool = False) -> Path:

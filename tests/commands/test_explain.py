@@ -105,3 +105,80 @@ def test_checkpoint_of_another_architecture_is_refused(
 def test_missing_files_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
     code, _, stderr = _explain(capsys, *args, "--out", str(tmp_path / "never"))
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+# --- `--classifier`: a plain image classifier on photos (the real photos are in tests/attribution/test_photos.py) ---
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """A folder of two small photos, a licence file and, one level down, a third photo."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(folder / "red.png")
+    Image.new("L", (30, 40), 90).save(folder / "grey.jpg")
+    Image.new("RGB", (32, 32), (20, 200, 40)).save(folder / "more" / "green.jpeg")
+    (folder / "LICENSE").write_text("MIT")
+    return folder
+
+
+def test_classifier_gallery_of_a_folder(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "gallery"
+    args = ["--classifier", "resnet10t", "--images", str(photos), "--out", str(out), "--methods", "hirescam"]
+    code, stdout, _ = _explain(capsys, *args, "--top-k", "3", "--n", "2")
+    assert code == 0 and "gallery of 2 photos x 1 methods x top 3 classes" in stdout
+    page = (out / "index.html").read_text()
+    assert page.count("<section") == 2 and "grey.jpg" in page and "more/green.jpeg" in page  # sorted paths
+    assert "red.png" not in page
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert len(sources) == 2 * (1 + 3) and all((out / s).is_file() for s in sources)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--images", "/no/such/dir"], "images '/no/such/dir': no such file or directory"),
+        (["--images", "{photos}/red.png", "{photos}/broken.jpg"], "broken.jpg: not a readable image"),
+        (["--images", "{photos}/red.png", "{photos}/LICENSE"], "LICENSE: not a readable image"),  # named: taken
+        (["--images", "{photos}", "--methods", "fusion_relevance"], "unknown CAM method(s) ['fusion_relevance']"),
+        (["--images", "{photos}", "--top-k", "0"], "--top-k (0)"),
+        (["--images", "{photos}", "--weights", "/no/such.pth"], "--weights '/no/such.pth': no such file"),
+        (["--images", "{photos}", "--ckpt", "x.ckpt"], "--ckpt belong to an image-text model"),
+        (["--images", "{photos}", "--evaluate"], "--evaluate belong to an image-text model"),
+        ([], "--classifier needs --images"),
+    ],
+)
+def test_classifier_bad_input_stops_before_any_model(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    args = [a.format(photos=photos) for a in args]
+    code, _, stderr = _explain(capsys, "--classifier", "resnet10t", *args, "--out", str(tmp_path / "never"))
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--classifier", "resnet10tt"], "close names: ['resnet10t'"),
+        (["--classifier", "torchvision:mobilenet_v9"], "not a torchvision classification model"),
+        (["--classifier", "resnet10t", "--target-layer", "layer5"], "Valid paths near it: ['layer4', 'layer3'"),
+        (["--classifier", "resnet10t", "--weights", "{weights}"], "do not fit ResNet"),
+        (["--images", "{photos}"], "--images explain photos and need --classifier"),
+    ],
+)
+def test_classifier_bad_model_is_one_line(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    import torch
+
+    weights = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
+    args = [a.format(photos=photos, weights=weights) for a in args]
+    images = [] if "--images" in args else ["--images", str(photos)]
+    code, _, stderr = _explain(capsys, *args, *images, "--out", str(tmp_path / "never"))
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
