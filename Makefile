@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test lint clean test-notebooks strip-notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ test: $(STAMP)
 	$(BIN)/ruff check mmfuse tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Execute every notebook top to bottom (also part of `make test`), and strip outputs before committing them.
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_notebooks.py $(PYTEST_ARGS)
+
+strip-notebooks: $(STAMP)
+	$(BIN)/nbstripout notebooks/*.ipynb
 
 clean:
 	rm -rf $(VENV) runs
