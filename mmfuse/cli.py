@@ -3,6 +3,10 @@
 
 Every field of the model, data and trainer configs can be overridden on the command line
 (``--trainer.precision bf16-mixed``, ``--model.fusion.num_layers 4``); ``--print_config`` shows the resolved config.
+
+The ``data:`` section picks its data module by class name: without ``class_path`` it configures the built-in shapes
+world (:class:`~mmfuse.data.datamodule.ShapesDataModule`, the default); ``class_path: ImageTextDataModule`` with
+``init_args:`` reads image-text data on disk (:class:`~mmfuse.data.files.ImageTextDataModule`).
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from mmfuse.commands import COMMANDS, run_command
-from mmfuse.data.datamodule import ShapesDataModule
+from mmfuse.data.datamodule import ResumableDataModule, ShapesDataModule
+from mmfuse.data.files import ImageTextDataModule
 from mmfuse.errors import ConfigError
 from mmfuse.training import (
     AtomicCheckpointIO,
@@ -38,14 +44,38 @@ from mmfuse.training import (
 from mmfuse.training.checkpointing import ARCHITECTURE_KEYS
 from mmfuse.training.loggers import ResumableCSVLogger
 
-__all__ = ["MMFuseCLI", "build_from_config", "main"]
+__all__ = ["DATA_MODULES", "MMFuseCLI", "MMFuseArgumentParser", "build_from_config", "main"]
+
+# The data modules a ``data:`` section can name by ``class_path`` (the first is the default, used without one).
+DATA_MODULES: tuple[type[ResumableDataModule], ...] = (ShapesDataModule, ImageTextDataModule)
+_DEFAULT_DATA = f"{DATA_MODULES[0].__module__}.{DATA_MODULES[0].__name__}"
+
+
+class MMFuseArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser whose default ``data`` holds only the default class, not its arguments.
+
+    jsonargparse keeps a default subclass's init arguments when a config switches to another class, wherever the
+    names match (jsonargparse issue #460): ``class_path: ImageTextDataModule`` would inherit the shapes module's
+    ``batch_size: 128`` and ``test_split: test`` instead of its own defaults. Without init arguments in the default,
+    the class a config names gets its own defaults, and a ``data:`` section without ``class_path`` still configures
+    the default class.
+    """
+
+    def get_defaults(self, skip_validation: bool = False, **kwargs: Any) -> Namespace:
+        defaults = super().get_defaults(skip_validation, **kwargs)
+        data = defaults.get("data")
+        if isinstance(data, Namespace) and data.get("class_path") == _DEFAULT_DATA and "init_args" in data:
+            del data["init_args"]
+        return defaults
 
 
 class MMFuseCLI(LightningCLI):
-    """LightningCLI with the data spec linked into the model, checkpointing on ``val/acc``, CSV + TensorBoard
-    logs under ``trainer.default_root_dir``, and a summary table at the end of ``fit`` and ``test``."""
+    """LightningCLI with the data module chosen by ``data.class_path`` (default: the shapes world), the data spec
+    linked into the model, checkpointing on ``val/acc`` (set ``checkpoint.monitor`` for other metrics), CSV +
+    TensorBoard logs under ``trainer.default_root_dir``, and a summary table at the end of ``fit`` and ``test``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults({"data": {"class_path": _DEFAULT_DATA}})
         parser.link_arguments("data.spec", "model.data_spec", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
@@ -150,7 +180,8 @@ class MMFuseCLI(LightningCLI):
         rows += summary.rows(trainer)
         ckpt = trainer.checkpoint_callback
         if stage == "fit" and isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_score is not None:
-            rows += [("best val/acc", f"{float(ckpt.best_model_score):.4f}"), ("best checkpoint", ckpt.best_model_path)]
+            rows += [(f"best {ckpt.monitor}", f"{float(ckpt.best_model_score):.4f}")]
+            rows += [("best checkpoint", ckpt.best_model_path)]
         if trainer.logger is not None and trainer.logger.log_dir:
             rows.append(("run directory", trainer.logger.log_dir))
         width = max(len(name) for name, _ in rows)
@@ -184,7 +215,9 @@ def _version_number(path: Path) -> int:
 def _cli(args: list[str] | None, run: bool = True) -> MMFuseCLI:
     return MMFuseCLI(
         FusionLitModule,
-        ShapesDataModule,
+        ResumableDataModule,
+        subclass_mode_data=True,
+        parser_class=MMFuseArgumentParser,
         seed_everything_default=0,
         auto_configure_optimizers=False,
         trainer_defaults={

@@ -9,10 +9,20 @@ from typing import Any, Literal, get_type_hints
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
 from mmfuse.fusion import FusionConfig
-from mmfuse.heads import ClassificationHeadConfig
+from mmfuse.heads import MATCHING_CLASSES, ClassificationHeadConfig, ContrastiveHeadConfig
 from mmfuse.types import DataSpec
 
-__all__ = ["ModelConfig", "OptimConfig", "SpeedConfig", "FusionConfig", "resolve_model_config", "config_from_dict"]
+__all__ = [
+    "Task",
+    "ModelConfig",
+    "OptimConfig",
+    "SpeedConfig",
+    "FusionConfig",
+    "resolve_model_config",
+    "config_from_dict",
+]
+
+Task = Literal["classification", "vqa", "retrieval"]  # what a model is trained for; see ModelConfig.task
 
 
 @dataclass(frozen=True)
@@ -20,20 +30,26 @@ class ModelConfig:
     """An :class:`~mmfuse.models.ImageTextModel`: two encoders, a fusion and a head at one common width.
 
     Attributes:
+        task: what the model is trained for. ``classification``: the head scores the data's labels (cross-entropy).
+            ``vqa``: the head scores the answer vocabulary (BCE on soft VQA targets). ``retrieval``: a contrastive
+            head embeds images and texts (ITC), and the head is a two-class image-text matching head (ITM).
         width: common width D that both encoders project to.
         vision: vision encoder config.
         text: text encoder config.
         fusion: fusion config (``cross_attention``, ``concat``, ``image_only``, ``text_only``).
-        head: head config.
+        head: head config (the head on the fused vector).
+        contrastive: the contrastive head; built only for ``task: retrieval``.
         vocab_size: tokenizer vocabulary size; None takes it from the data.
         pad_token_id: tokenizer padding id; None takes it from the data.
     """
 
+    task: Task = "classification"
     width: int = 256
     vision: TimmVisionEncoderConfig = field(default_factory=TimmVisionEncoderConfig)
     text: HFTextEncoderConfig = field(default_factory=HFTextEncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     head: ClassificationHeadConfig = field(default_factory=ClassificationHeadConfig)
+    contrastive: ContrastiveHeadConfig = field(default_factory=ContrastiveHeadConfig)
     vocab_size: int | None = None
     pad_token_id: int | None = None
 
@@ -87,18 +103,29 @@ class SpeedConfig:
 
 
 def resolve_model_config(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
-    """Fill the values that the data determines (classes, vocabulary, image size); disagreements are errors."""
-    num_classes = cfg.head.num_classes
-    if num_classes is not None and num_classes != spec.num_classes:
+    """Fill the values that the data determines (classes, vocabulary, image size); disagreements are errors.
+
+    The head's classes are the data's labels (``classification``, ``vqa``) or match / no match (``retrieval``).
+    """
+    num_classes = len(MATCHING_CLASSES) if cfg.task == "retrieval" else spec.num_classes
+    if cfg.task != "retrieval" and num_classes < 2:
         raise ConfigError(
-            f"model.head.num_classes={num_classes} but the data has {spec.num_classes} classes "
-            f"({list(spec.class_names)[:10]}); remove the field or set it to {spec.num_classes}"
+            f"model.task={cfg.task!r} needs labels, but the data has {num_classes} classes (captions without labels?); "
+            "train image-text retrieval on it with model.task: retrieval"
+        )
+    given = cfg.head.num_classes
+    if given is not None and given != num_classes:
+        what = "image-text matching has" if cfg.task == "retrieval" else "the data has"
+        raise ConfigError(
+            f"model.head.num_classes={given} but {what} {num_classes} classes "
+            f"({list(MATCHING_CLASSES if cfg.task == 'retrieval' else spec.class_names)[:10]}); remove the field or "
+            f"set it to {num_classes}"
         )
     if cfg.vocab_size is not None and cfg.vocab_size < spec.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {spec.vocab_size}")
     return dataclasses.replace(
         cfg,
-        head=dataclasses.replace(cfg.head, num_classes=spec.num_classes),
+        head=dataclasses.replace(cfg.head, num_classes=num_classes),
         vision=dataclasses.replace(cfg.vision, img_size=cfg.vision.img_size or spec.image_size),
         vocab_size=cfg.vocab_size or spec.vocab_size,
         pad_token_id=spec.pad_token_id if cfg.pad_token_id is None else cfg.pad_token_id,

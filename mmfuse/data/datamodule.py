@@ -116,9 +116,10 @@ class ShapesDataModule(ResumableDataModule):
         """The configured local tokenizer, or a word-level one trained on every word the generator can write."""
         if self.tokenizer_path is None:
             return train_word_tokenizer(text_vocabulary(self.world))
-        if not (Path(self.tokenizer_path) / "tokenizer_config.json").is_file():
+        path = Path(self.tokenizer_path).expanduser()
+        if not (path / "tokenizer_config.json").is_file():
             raise ConfigError(f"data.tokenizer={self.tokenizer_path!r}: no tokenizer_config.json in that directory")
-        return AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
     @property
     def spec(self) -> DataSpec:

@@ -60,8 +60,8 @@ class ImageTextDataModule(ResumableDataModule):
         batch_size: examples per batch (per process).
         num_workers: data-loader worker processes.
         skip_bad: skip bad records (listed in ``bad_records.json`` in ``report_dir``) instead of failing on them.
-        tokenizer: a local tokenizer directory (``save_pretrained`` layout); None trains a word-level tokenizer on
-            the training texts.
+        tokenizer: a local tokenizer directory (``save_pretrained`` layout; ``~`` is expanded), e.g. the directory of
+            a pretrained text encoder; None trains a word-level tokenizer on the training texts.
         max_length: truncation length of texts, in tokens.
         cache_dir: where prepared manifests live; None = ``$MMFUSE_CACHE`` or ``~/.cache/mmfuse``.
         report_dir: where bad-record reports go; None = the run directory (``trainer.log_dir``) when there is
@@ -114,9 +114,10 @@ class ImageTextDataModule(ResumableDataModule):
         if self.tokenizer_path is None:
             train = self.manifest.dataset(self._split("train"))
             return train_word_tokenizer(text for batch in train.iter(batch_size=8192) for text in batch["text"])
-        if not (Path(self.tokenizer_path) / "tokenizer_config.json").is_file():
+        path = Path(self.tokenizer_path).expanduser()
+        if not (path / "tokenizer_config.json").is_file():
             raise ConfigError(f"data.tokenizer={self.tokenizer_path!r}: no tokenizer_config.json in that directory")
-        return AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
     @property
     def spec(self) -> DataSpec:
@@ -210,7 +211,9 @@ class ImageTextDataModule(ResumableDataModule):
         return {
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
-            "collate_fn": SkipBadCollator(ImageTextCollator(self.tokenizer, self.max_length)),
+            "collate_fn": SkipBadCollator(
+                ImageTextCollator(self.tokenizer, self.max_length, num_classes=len(self.manifest.class_names))
+            ),
         }
 
     def _report_dir(self) -> Path:

@@ -22,6 +22,8 @@ __all__ = ["ImageTextDataset", "SkipBadCollator"]
 
 log = logging.getLogger(__name__)
 
+_TARGET_COLUMNS = ("soft_target_indices", "soft_target_scores")  # VQA manifests only
+
 
 class ImageTextDataset(Dataset):
     """One split of a manifest, images decoded lazily and checked again at load time.
@@ -56,8 +58,8 @@ class ImageTextDataset(Dataset):
         return len(self.manifest)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        """``image`` (RGB PIL image, ``image_size`` square), ``text``, ``label``, ``image_id``; None when the record
-        is bad and ``skip_bad`` is on.
+        """``image`` (RGB PIL image, ``image_size`` square), ``text``, ``label``, ``image_id``, ``index`` and the VQA
+        soft-target columns where the manifest has them; None when the record is bad and ``skip_bad`` is on.
 
         Raises:
             BadRecordError: the image fails to load and ``skip_bad`` is off.
@@ -74,7 +76,9 @@ class ImageTextDataset(Dataset):
                 raise BadRecordError.from_records([record]) from err
             self._report(index, record)
             return None
-        return {"image": image, "text": row["text"], "label": row["label"], "image_id": row["image_id"]}
+        item = {"image": image, "text": row["text"], "label": row["label"], "image_id": row["image_id"], "index": index}
+        item.update({key: row[key] for key in _TARGET_COLUMNS if key in row})
+        return item
 
     def _report(self, index: int, record: BadRecord) -> None:
         if index in self._reported:

@@ -36,7 +36,7 @@ __all__ = ["MANIFEST_VERSION", "Manifest", "build_reader", "manifest_key", "prep
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1  # bump when the checks or the schema change, so caches are rebuilt
+MANIFEST_VERSION = 2  # bump when the checks, the schema or a stored value change, so caches are rebuilt
 MANIFEST_FILE = "manifest.json"
 _CHUNK_ROWS = 4096
 

@@ -80,22 +80,24 @@ def build_answer_vocabulary(answer_lists: Iterable[Sequence[str]], size: int) ->
 
 
 def soft_targets(answers: Sequence[str], answer_index: dict[str, int]) -> tuple[list[int], list[float]]:
-    """Class indices and scores ``min(#humans that gave the answer / 3, 1)`` of one question's answers.
+    """Class indices and scores of one question's answers: each score is the VQA accuracy that predicting the answer
+    earns (:func:`vqa_accuracy`; with 10 annotators 0.3, 0.6, 0.9 and 1.0 for 1, 2, 3 and 4+ of them).
 
-    Answers outside the vocabulary are left out: predicting ``<unk>`` can never score, so it gets no target mass
-    (the usual practice; such a question may end up with no target at all).
+    These serve as the soft targets of a BCE loss (as in MMF and the bottom-up VQA models) and give the soft VQA
+    accuracy of a prediction directly: ``score[predicted class]``. Answers outside the vocabulary are left out:
+    predicting ``<unk>`` can never score, so it gets no target mass (such a question may end up with no target).
 
     Example:
         >>> soft_targets(["yes"] * 8 + ["no", "maybe"], {"<unk>": 0, "yes": 1, "no": 2})
-        ([1, 2], [1.0, 0.3333333333333333])
+        ([1, 2], [1.0, 0.3])
     """
     counts = Counter(normalize_answer(a) for a in answers)
     known = sorted((answer_index[a], n) for a, n in counts.items() if a in answer_index and a != UNKNOWN_ANSWER)
-    return [index for index, _ in known], [min(n / 3.0, 1.0) for _, n in known]
+    return [index for index, _ in known], [_accuracy_of_count(n, len(answers)) for _, n in known]
 
 
 def soft_target_tensor(indices: Sequence[Sequence[int]], scores: Sequence[Sequence[float]], num_classes: int) -> Tensor:
-    """Dense soft targets of a batch for a BCE loss.
+    """Dense soft targets of a batch (for a BCE loss, and the VQA accuracy of any prediction).
 
     Returns:
         (B, K) float32, ``scores`` placed at ``indices`` and 0 elsewhere.
@@ -124,6 +126,12 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     if not answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
     predicted = normalize_answer(prediction)
-    matches = [normalize_answer(a) == predicted for a in answers]
-    total = sum(matches)
-    return sum(min((total - int(hit)) / 3.0, 1.0) for hit in matches) / len(matches)
+    return _accuracy_of_count(sum(normalize_answer(a) == predicted for a in answers), len(answers))
+
+
+def _accuracy_of_count(matches: int, total: int) -> float:
+    """Mean over the ``total`` leave-one-out subsets of ``min(#matches in the subset / 3, 1)``: the subsets that
+    leave out a non-matching annotator keep all ``matches``, the others keep one fewer."""
+    kept_all = (total - matches) * min(matches / 3.0, 1.0)
+    kept_one_fewer = matches * min((matches - 1) / 3.0, 1.0)
+    return round((kept_all + kept_one_fewer) / total, 6)  # 0.3, not 0.30000000000000004

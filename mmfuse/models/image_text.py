@@ -12,7 +12,7 @@ from mmfuse.config import ModelConfig
 from mmfuse.encoders import build_text_encoder, build_vision_encoder
 from mmfuse.errors import ConfigError
 from mmfuse.fusion import build_fusion
-from mmfuse.heads import build_head
+from mmfuse.heads import ContrastiveHead, build_head
 from mmfuse.types import EncoderOutput, FusionOutput
 
 __all__ = ["ImageTextModel", "ModelOutput"]
@@ -41,6 +41,10 @@ class ImageTextModel(nn.Module):
     Encoders that the fusion does not read (``image_only`` / ``text_only`` baselines) are not built, so every
     parameter of the model is trained.
 
+    For ``task: retrieval`` the head is the two-class image-text matching (ITM) head, and a
+    :class:`~mmfuse.heads.ContrastiveHead` (``contrastive``) embeds the encoders' pooled outputs for ranking (ITC);
+    ``forward`` then gives the ITM logits of the given pairs. For other tasks ``contrastive`` is None.
+
     Args:
         cfg: a fully resolved config (see :func:`mmfuse.config.resolve_model_config`).
     """
@@ -64,6 +68,14 @@ class ImageTextModel(nn.Module):
             else None
         )
         self.head = build_head(cfg.head, dim=cfg.width, num_classes=cfg.head.num_classes)
+        self.contrastive: ContrastiveHead | None = None
+        if cfg.task == "retrieval":
+            if self.vision is None or self.text is None:
+                raise ConfigError(
+                    f"model.task='retrieval' embeds both images and texts; model.fusion.name={cfg.fusion.name!r} "
+                    "reads only one of them (use cross_attention or concat)"
+                )
+            self.contrastive = ContrastiveHead(cfg.contrastive, dim=cfg.width)
 
     def forward(
         self, images: Tensor, input_ids: Tensor, attention_mask: Tensor, return_attn_weights: bool = False
@@ -81,6 +93,21 @@ class ImageTextModel(nn.Module):
         """
         image = self.vision(images) if self.vision is not None else None
         text = self.text(input_ids, attention_mask) if self.text is not None else None
+        return self.fuse(image, text, return_attn_weights=return_attn_weights)
+
+    def fuse(
+        self, image: EncoderOutput | None, text: EncoderOutput | None, return_attn_weights: bool = False
+    ) -> ModelOutput:
+        """Fusion and head on encoder outputs computed already (retrieval encodes once, then fuses chosen pairs).
+
+        Args:
+            image: the vision encoder's output, tokens (B, N, D); None when the fusion ignores images.
+            text: the text encoder's output, tokens (B, L, D) and mask (B, L); None when the fusion ignores text.
+            return_attn_weights: ask the fusion for its attention weights.
+
+        Returns:
+            ModelOutput with logits (B, K).
+        """
         fusion = self.fusion(image, text, return_attn_weights=return_attn_weights)
         return ModelOutput(logits=self.head(fusion.fused), fusion=fusion, image=image, text=text)
 

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 # Hyperparameters that fix the architecture: a checkpoint that differs in any of them cannot be resumed.
-ARCHITECTURE_KEYS = ("width", "vision", "text", "fusion", "head", "data_spec")
+ARCHITECTURE_KEYS = ("width", "vision", "text", "fusion", "head", "task", "contrastive", "data_spec")
+# Keys added after the first checkpoints were written: a checkpoint without one predates it and gets its default.
+_LATER_KEYS = frozenset({"task", "contrastive"})
 
 
 class UnsafeCheckpointError(ConfigError):
@@ -166,14 +168,16 @@ def check_checkpoint_matches(
 ) -> None:
     """Fail before any work when the checkpoint was written by a model with another architecture.
 
-    Compares the architecture hyperparameters (width, encoders, fusion, head, data spec) key by key and names
-    every difference with both values.
+    Compares the architecture hyperparameters (width, encoders, fusion, head, task, contrastive head, data spec)
+    key by key and names every difference with both values.
     """
     saved = safe_load(ckpt_path).get("hyper_parameters")
     if saved is None:
         raise ConfigError(f"checkpoint {str(ckpt_path)!r} has no hyper_parameters: it was not written by mmfuse fit")
     diffs: list[str] = []
     for key in keys:
+        if key in _LATER_KEYS and key not in saved:
+            continue
         diffs += _diff(f"model.{key}", saved.get(key), hparams.get(key))
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")

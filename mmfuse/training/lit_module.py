@@ -1,4 +1,8 @@
-"""FusionLitModule: loss, metrics, logging and optimisation around a pure :class:`ImageTextModel`."""
+"""FusionLitModule: loss, metrics, logging and optimisation around a pure :class:`ImageTextModel`.
+
+The loss and metrics of each ``model.task`` (classification, VQA, retrieval) come from its objective in
+:mod:`mmfuse.tasks`; this module calls it, logs what it returns and owns the optimiser.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from mmfuse.config import (
@@ -18,24 +20,31 @@ from mmfuse.config import (
     ModelConfig,
     OptimConfig,
     SpeedConfig,
+    Task,
     config_from_dict,
     resolve_model_config,
 )
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
-from mmfuse.heads import ClassificationHeadConfig
+from mmfuse.heads import ClassificationHeadConfig, ContrastiveHeadConfig
 from mmfuse.models import ImageTextModel
+from mmfuse.tasks import Stage, build_objective, epoch_values
 from mmfuse.training.checkpointing import UnsafeCheckpointError
 from mmfuse.types import Batch, DataSpec
 
 __all__ = ["FusionLitModule"]
 
+_PROGRESS_BAR = ("acc", "r_mean")  # epoch metrics shown in the progress bar
+
 
 class FusionLitModule(L.LightningModule):
-    """Trains an :class:`ImageTextModel` for classification.
+    """Trains an :class:`ImageTextModel` for its ``task``: classification, VQA or image-text retrieval.
 
-    The model's fields sit at the top of the ``model:`` section of an experiment YAML (``model.vision``,
-    ``model.fusion``...); values the data determines (classes, vocabulary, image size) come from ``data_spec``.
+    The model's fields sit at the top of the ``model:`` section of an experiment YAML (``model.task``,
+    ``model.vision``, ``model.fusion``...); values the data determines (classes, vocabulary, image size) come from
+    ``data_spec``. Logged: ``train/loss`` (and the task's loss parts), ``{val,test}/loss``, and per epoch the task's
+    metrics: ``acc`` (accuracy; for VQA the soft VQA accuracy), or for retrieval ``train/itm_acc`` and
+    ``{val,test}/t2i_r{1,5,10}``, ``i2t_r{1,5,10}`` and ``r_mean``.
 
     Args:
         width: common width D of encoders and fusion.
@@ -43,6 +52,8 @@ class FusionLitModule(L.LightningModule):
         text: text encoder config.
         fusion: fusion config; its ``name`` picks the registered fusion.
         head: head config.
+        task: ``classification``, ``vqa`` or ``retrieval`` (see :class:`~mmfuse.config.ModelConfig`).
+        contrastive: the contrastive head of ``task: retrieval``.
         optim: optimiser and schedule.
         speed: compile, channels-last, activation checkpointing, frozen encoders, TF32.
         data_spec: facts about the data; the CLI links it from the data module.
@@ -55,6 +66,8 @@ class FusionLitModule(L.LightningModule):
         text: HFTextEncoderConfig = HFTextEncoderConfig(),
         fusion: FusionConfig = FusionConfig(),
         head: ClassificationHeadConfig = ClassificationHeadConfig(),
+        task: Task = ModelConfig.task,
+        contrastive: ContrastiveHeadConfig = ContrastiveHeadConfig(),
         optim: OptimConfig = OptimConfig(),
         speed: SpeedConfig = SpeedConfig(),
         data_spec: DataSpec | None = None,
@@ -62,8 +75,8 @@ class FusionLitModule(L.LightningModule):
         super().__init__()
         if data_spec is None:
             raise ConfigError("FusionLitModule needs data_spec (the CLI links it from the data module's `spec`)")
-        parts = {"width": width, "vision": _as_dict(vision), "text": _as_dict(text)}
-        parts |= {"fusion": _as_dict(fusion), "head": _as_dict(head)}
+        parts = {"task": task, "width": width, "vision": _as_dict(vision), "text": _as_dict(text)}
+        parts |= {"fusion": _as_dict(fusion), "head": _as_dict(head), "contrastive": _as_dict(contrastive)}
         # Checkpoints hold plain dicts, so loading them needs no pickled classes.
         self.save_hyperparameters(
             {**parts, "optim": _as_dict(optim), "speed": _as_dict(speed), "data_spec": _as_dict(data_spec)}
@@ -74,10 +87,7 @@ class FusionLitModule(L.LightningModule):
         self.speed = config_from_dict(SpeedConfig, _as_dict(speed))
         self.model = ImageTextModel(self.model_cfg)
         apply_speed_switches(self.model, self.speed)
-        num_classes = data_spec.num_classes
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.objective = build_objective(self.model_cfg)  # the task's loss and one metric per stage
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -110,35 +120,37 @@ class FusionLitModule(L.LightningModule):
             self._compiled = True
 
     def forward(self, batch: Batch) -> Tensor:
-        """(B, K) logits for a batch."""
-        images = batch.images
-        if self.speed.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images, batch.input_ids, batch.attention_mask).logits
+        """(B, K) logits for a batch (for retrieval: the image-text matching logits of its pairs)."""
+        batch = self._prepared(batch)
+        return self.model(batch.images, batch.input_ids, batch.attention_mask).logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        assert batch.labels is not None, "training needs labels"
-        logits = self(batch)
-        loss = F.cross_entropy(logits, batch.labels)
-        self.train_acc.update(logits.detach(), batch.labels)
+        step = self.objective.training_step(self.model, self._prepared(batch))
         # Logged only on the steps the logger writes (trainer.log_every_n_steps): a self.log call costs more than
         # the metric update, and the values of the other steps would never be written anyway.
         if getattr(getattr(self.trainer, "_logger_connector", None), "should_update_logs", True):
-            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
+            self.log("train/loss", step.loss, prog_bar=True, batch_size=len(batch))
+            for name, value in step.parts.items():
+                self.log(f"train/{name}", value, batch_size=len(batch))
+        return step.loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/acc", self.train_acc)  # accuracy over every training batch of the epoch; resets after
+        self._log_epoch("train")  # metrics over every training batch of the epoch; reset after
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        probs = self(batch).float().softmax(dim=-1)
-        return {"probs": probs, "pred": probs.argmax(dim=-1)}
+        return self.objective.predict(self.model, self._prepared(batch))
 
     def configure_optimizers(self) -> Any:
         cfg = self.optim
@@ -158,12 +170,19 @@ class FusionLitModule(L.LightningModule):
             scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _evaluate(self, batch: Batch, stage: str, metric: MulticlassAccuracy) -> None:
-        assert batch.labels is not None, f"{stage} needs labels"
-        logits = self(batch)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, batch.labels), batch_size=len(batch), sync_dist=True)
-        metric(logits, batch.labels)
-        self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=len(batch))
+    def _prepared(self, batch: Batch) -> Batch:
+        if not self.speed.channels_last:
+            return batch
+        return dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
+
+    def _evaluate(self, batch: Batch, stage: Stage) -> None:
+        step = self.objective.evaluation_step(self.model, self._prepared(batch), stage)
+        self.log(f"{stage}/loss", step.loss, batch_size=len(batch), sync_dist=True)
+
+    def _log_epoch(self, stage: Stage) -> None:
+        """The stage's epoch metrics (already gathered over processes by torchmetrics)."""
+        for name, value in epoch_values(self.objective, stage).items():
+            self.log(f"{stage}/{name}", value, prog_bar=name in _PROGRESS_BAR, sync_dist=True)
 
 
 def apply_speed_switches(model: ImageTextModel, speed: SpeedConfig) -> None:

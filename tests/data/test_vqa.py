@@ -70,9 +70,19 @@ def test_vocabulary_is_top_k_with_unknown_first() -> None:
 def test_soft_targets_and_dense_tensor() -> None:
     index = {UNKNOWN_ANSWER: 0, "yes": 1, "no": 2}
     indices, scores = soft_targets(["yes"] * 2 + ["no"] * 5 + ["rare"] * 3, index)
-    assert indices == [1, 2] and scores == pytest.approx([2 / 3, 1.0])  # "rare" is out of vocabulary: no target
+    assert indices == [1, 2] and scores == pytest.approx([0.6, 1.0])  # "rare" is out of vocabulary: no target
     dense = soft_target_tensor([indices, []], [scores, []], num_classes=3)
-    torch.testing.assert_close(dense, torch.tensor([[0.0, 2 / 3, 1.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(dense, torch.tensor([[0.0, 0.6, 1.0], [0.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("count", range(11))
+def test_soft_target_scores_are_the_vqa_accuracy_of_answering_that_class(count: int) -> None:
+    answers = ["yes"] * count + ["no"] * (10 - count)
+    indices, scores = soft_targets(answers, {UNKNOWN_ANSWER: 0, "yes": 1, "no": 2})
+    by_class = dict(zip(indices, scores))
+    assert by_class.get(1, 0.0) == pytest.approx(vqa_accuracy("yes", answers))
+    assert by_class.get(2, 0.0) == pytest.approx(vqa_accuracy("no", answers))
+    assert by_class.get(1, 0.0) == pytest.approx([0.0, 0.3, 0.6, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0][count])
 
 
 def _questions(subtype: str, rows: list[tuple[int, int, str]]) -> dict:
@@ -127,7 +137,7 @@ def test_vqa_reader_builds_the_vocabulary_from_training_answers_only(tmp_path: P
     assert train[1]["answers"][:2] == ["two", "two"] and train[0]["image_id"] == "1"
     val = manifest.dataset("val").to_list()
     assert val[0]["label"] == 0 and val[0]["soft_target_indices"] == []  # "zebra" never seen in training -> <unk>
-    assert val[1]["soft_target_indices"] == [3] and val[1]["soft_target_scores"] == pytest.approx([2 / 3])
+    assert val[1]["soft_target_indices"] == [3] and val[1]["soft_target_scores"] == pytest.approx([0.6])
     test = manifest.dataset("test-dev").to_list()[0]
     assert (
         test["label"] == -1 and test["answers"] == [] and test["image_path"].endswith("COCO_test2015_000000000004.jpg")

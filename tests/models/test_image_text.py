@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 
 from mmfuse.config import ModelConfig, resolve_model_config
+from mmfuse.errors import ConfigError
 from mmfuse.fusion import FUSIONS, FusionConfig
 from mmfuse.heads import ClassificationHeadConfig
 from mmfuse.models import ImageTextModel
@@ -65,3 +69,45 @@ def test_num_classes_that_disagrees_with_the_data_is_named() -> None:
     cfg = ModelConfig(head=ClassificationHeadConfig(num_classes=7))
     with pytest.raises(ValueError, match="num_classes=7 but the data has 4 classes"):
         resolve_model_config(cfg, TINY_SPEC)
+
+
+def _retrieval_model(fusion: str = "cross_attention") -> ImageTextModel:
+    cfg = ModelConfig(task="retrieval", width=16, vision=TINY_VISION["resnet"], text=TINY_TEXT["bert"])
+    cfg = dataclasses.replace(cfg, fusion=FusionConfig(name=fusion))
+    return ImageTextModel(resolve_model_config(cfg, TINY_SPEC))
+
+
+def test_a_retrieval_model_has_a_matching_head_and_a_contrastive_head() -> None:
+    model = _retrieval_model().eval()
+    assert model.cfg.head.num_classes == 2 and model.contrastive is not None
+    assert _model().contrastive is None  # classification models carry no unused parameters
+    out = model(*_batch())
+    assert out.logits.shape == (3, 2) and out.image is not None and out.text is not None
+    logits = model.contrastive(out.image.pooled, out.text.pooled)
+    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+
+
+def test_retrieval_needs_both_encoders() -> None:
+    with pytest.raises(ConfigError, match="image_only"):
+        _retrieval_model("image_only")
+
+
+def test_captions_without_labels_point_to_the_retrieval_task() -> None:
+    captions = dataclasses.replace(TINY_SPEC, num_classes=0, class_names=())
+    with pytest.raises(ConfigError, match="model.task: retrieval"):
+        resolve_model_config(ModelConfig(), captions)
+    assert resolve_model_config(ModelConfig(task="retrieval"), captions).head.num_classes == 2
+
+
+def test_a_saved_retrieval_model_reloads_with_its_contrastive_head(tmp_path: Path) -> None:
+    model = _retrieval_model().eval()
+    reloaded = ImageTextModel.from_pretrained(model.save_pretrained(tmp_path / "model")).eval()
+    assert reloaded.cfg.task == "retrieval" and reloaded.contrastive is not None
+    images, ids, mask = _batch()
+    with torch.no_grad():
+        out, again = model(images, ids, mask), reloaded(images, ids, mask)
+        assert out.image is not None and again.image is not None and model.contrastive is not None
+        torch.testing.assert_close(
+            model.contrastive.embed_image(out.image.pooled), reloaded.contrastive.embed_image(again.image.pooled)
+        )
+    torch.testing.assert_close(out.logits, again.logits, rtol=0, atol=0)

@@ -1,0 +1,110 @@
+"""Image-text contrastive (ITC) head and loss: projections of both pooled encoder outputs into one normalised
+embedding space, a learned temperature, and the symmetric InfoNCE loss.
+
+References: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (CLIP, 2021) for
+the projections and the learned logit scale; Li et al., "BLIP" (2022) retrieval fine-tuning for the soft targets that
+treat every caption of the same image in a batch as a positive instead of a negative.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmfuse.errors import ConfigError
+
+__all__ = ["ContrastiveHead", "ContrastiveHeadConfig", "contrastive_loss", "same_image_mask"]
+
+
+@dataclass(frozen=True)
+class ContrastiveHeadConfig:
+    """Config of :class:`ContrastiveHead` (built for ``model.task: retrieval``).
+
+    Attributes:
+        embed_dim: E, the width of the shared embedding space.
+        temperature: initial softmax temperature (CLIP: 0.07); the logit scale is 1 / temperature.
+        learn_temperature: learn the temperature (as CLIP's ``logit_scale``) or keep it fixed.
+        max_logit_scale: upper clamp of the learned logit scale (CLIP: 100), which keeps the loss stable.
+    """
+
+    embed_dim: int = 256
+    temperature: float = 0.07
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.embed_dim <= 0 or not 0.0 < self.temperature or 1.0 / self.temperature > self.max_logit_scale:
+            raise ConfigError(
+                f"model.contrastive: embed_dim={self.embed_dim} must be positive and temperature={self.temperature} "
+                f"in (1 / max_logit_scale, inf) = ({1.0 / self.max_logit_scale}, inf)"
+            )
+
+
+class ContrastiveHead(nn.Module):
+    """Linear projections of pooled image and text features to L2-normalised E-dim embeddings, and a logit scale.
+
+    Args:
+        cfg: head config.
+        dim: D, the width of the pooled encoder outputs.
+    """
+
+    def __init__(self, cfg: ContrastiveHeadConfig, dim: int) -> None:
+        super().__init__()
+        self.image_proj = nn.Linear(dim, cfg.embed_dim)
+        self.text_proj = nn.Linear(dim, cfg.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), cfg.learn_temperature)
+        self.max_log_scale = math.log(cfg.max_logit_scale)
+
+    def embed_image(self, pooled: Tensor) -> Tensor:
+        """Args: pooled (B, D) image summary vectors. Returns: (B, E) unit-norm embeddings."""
+        return F.normalize(self.image_proj(pooled), dim=-1)
+
+    def embed_text(self, pooled: Tensor) -> Tensor:
+        """Args: pooled (B, D) text summary vectors. Returns: (B, E) unit-norm embeddings."""
+        return F.normalize(self.text_proj(pooled), dim=-1)
+
+    def scale(self) -> Tensor:
+        """The logit scale 1 / temperature, a scalar clamped to ``max_logit_scale``."""
+        return self.logit_scale.clamp(max=self.max_log_scale).exp()
+
+    def forward(self, image_pooled: Tensor, text_pooled: Tensor) -> Tensor:
+        """Scaled text-to-image similarity logits.
+
+        Args:
+            image_pooled: (Bi, D) pooled image features.
+            text_pooled: (Bt, D) pooled text features.
+
+        Returns:
+            (Bt, Bi) logits ``scale * cos(text, image)``; row t scores text t against every image.
+        """
+        return self.scale() * self.embed_text(text_pooled) @ self.embed_image(image_pooled).T
+
+
+def same_image_mask(image_ids: Tensor) -> Tensor:
+    """Args: image_ids (B,) long. Returns: (B, B) bool, True where rows i and j show the same image."""
+    return image_ids[:, None] == image_ids[None, :]
+
+
+def contrastive_loss(logits: Tensor, image_ids: Tensor) -> Tensor:
+    """Symmetric InfoNCE over a batch of B image-text pairs (pair i = image i with text i).
+
+    Every column whose image id equals row i's is a positive of row i (target mass split evenly between them), so
+    two captions of one image in a batch are never pushed apart as negatives. With distinct image ids this is
+    CLIP's loss: cross-entropy towards the diagonal in both directions.
+
+    Args:
+        logits: (B, B) text-to-image logits (row t = text t, column i = image i).
+        image_ids: (B,) long image id of each pair.
+
+    Returns:
+        scalar loss, the mean of the text-to-image and image-to-text cross-entropies.
+    """
+    positives = same_image_mask(image_ids).to(logits.dtype)  # (B, B), symmetric, diagonal set
+    targets = positives / positives.sum(dim=1, keepdim=True)
+    text_to_image = -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
+    image_to_text = -(F.log_softmax(logits.T, dim=1) * targets).sum(dim=1).mean()
+    return (text_to_image + image_to_text) / 2
