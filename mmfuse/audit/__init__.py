@@ -1,0 +1,53 @@
+"""Dataset audit and baseline ladder: check the data and the need for a fusion model before trusting a result.
+
+* :mod:`~mmfuse.audit.balance`: class counts, shares and the imbalance ratio; under-represented classes.
+* :mod:`~mmfuse.audit.duplicates`: exact and near-duplicate images, duplicate texts and examples, train/eval leakage.
+* :mod:`~mmfuse.audit.label_errors`: likely label errors by confident learning on out-of-fold probe probabilities.
+* :mod:`~mmfuse.audit.mismatch`: likely image-text mismatches from an image-text matching probe.
+* :mod:`~mmfuse.audit.baselines`: majority, text-only, image-only, concat and the model, with intervals.
+* :mod:`~mmfuse.audit.report`: everything together, written as JSON, Markdown and PNG plots.
+
+Every figure carries a confidence interval (:mod:`mmfuse.audit._stats`) and a pass/fail against a threshold the
+user sets (:class:`AuditConfig`).
+"""
+
+from mmfuse.audit._stats import Check, Interval, bootstrap_interval, wilson_interval
+from mmfuse.audit.balance import ClassBalance, class_balance
+from mmfuse.audit.baselines import BaselineLadder, LadderRow, baseline_ladder, write_ladder
+from mmfuse.audit.config import AuditConfig
+from mmfuse.audit.duplicates import find_duplicates, find_leakage, hash_images
+from mmfuse.audit.features import SplitFeatures, extract_features
+from mmfuse.audit.label_errors import detection_score, find_label_errors, out_of_fold_probabilities
+from mmfuse.audit.mismatch import find_mismatches, matching_probabilities
+from mmfuse.audit.report import AuditReport, audit_data, audit_model, write_audit
+from mmfuse.audit.source import SplitData, splits_of
+
+__all__ = [
+    "AuditConfig",
+    "AuditReport",
+    "BaselineLadder",
+    "Check",
+    "ClassBalance",
+    "Interval",
+    "LadderRow",
+    "SplitData",
+    "SplitFeatures",
+    "audit_data",
+    "audit_model",
+    "baseline_ladder",
+    "bootstrap_interval",
+    "class_balance",
+    "detection_score",
+    "extract_features",
+    "find_duplicates",
+    "find_label_errors",
+    "find_leakage",
+    "find_mismatches",
+    "hash_images",
+    "matching_probabilities",
+    "out_of_fold_probabilities",
+    "splits_of",
+    "wilson_interval",
+    "write_audit",
+    "write_ladder",
+]

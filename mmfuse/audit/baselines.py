@@ -1,0 +1,201 @@
+"""The baseline ladder: is the fusion model warranted? Accuracy on one split for the majority class, frozen-feature
+linear probes on the text alone, the image alone and both side by side (concatenated pooled vectors, a late fusion
+with no cross-modal interaction), and the model itself, each with a bootstrap interval over the examples, plus the
+model's gain over the best simpler rung as a paired bootstrap interval graded against a minimum gain.
+
+Probes are the standardised logistic regression of :func:`mmfuse.audit.label_errors.make_probe`, fit on the
+training split's features and scored on the evaluation split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from mmfuse.audit._stats import Check, Interval, bootstrap_interval
+from mmfuse.audit.features import SplitFeatures
+from mmfuse.audit.label_errors import make_probe
+
+__all__ = ["LadderRow", "BaselineLadder", "majority_correct", "probe_correct", "baseline_ladder", "write_ladder"]
+
+# (rung, feature set of SplitFeatures.get, method) of the probe rungs, simplest first.
+PROBE_RUNGS: tuple[tuple[str, str, str], ...] = (
+    ("text only", "text", "linear probe on the frozen pooled text features"),
+    ("image only", "image", "linear probe on the frozen pooled image features"),
+    ("concat / late fusion", "image+text", "linear probe on the concatenated pooled image and text features"),
+)
+
+
+@dataclass(frozen=True)
+class LadderRow:
+    """One rung of the ladder.
+
+    Attributes:
+        name: the rung, e.g. ``image only``.
+        method: how its predictions were made.
+        accuracy: accuracy on the evaluation split with a bootstrap interval; None when the rung could not run.
+        correct: (n,) bool per-example correctness (not written to JSON); None when the rung could not run.
+        note: why a rung could not run.
+    """
+
+    name: str
+    method: str
+    accuracy: Interval | None
+    correct: np.ndarray | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "method": self.method,
+            "accuracy": None if self.accuracy is None else self.accuracy.as_dict(),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class BaselineLadder:
+    """The ladder on one evaluation split.
+
+    Attributes:
+        split: the evaluation split.
+        num_classes: K (chance is ``1 / K``).
+        rows: the rungs, simplest first, the model last.
+        best_baseline: the simpler rung with the highest accuracy.
+        gain: model accuracy minus ``best_baseline``'s, paired bootstrap interval over the same examples.
+        checks: the gain against the user's minimum gain.
+    """
+
+    split: str
+    num_classes: int
+    rows: list[LadderRow]
+    best_baseline: str
+    gain: Interval
+    checks: list[Check] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "num_classes": self.num_classes,
+            "chance": 1.0 / self.num_classes,
+            "rows": [row.as_dict() for row in self.rows],
+            "best_baseline": self.best_baseline,
+            "gain_over_best_baseline": self.gain.as_dict(),
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+    def to_markdown(self) -> str:
+        """The ladder as a Markdown table with the gain and its grade underneath."""
+        lines = [
+            f"# Baseline ladder ({self.split} split)",
+            "",
+            f"Accuracy with a {_level(self)} bootstrap interval over the {self.split} examples; chance (1 / K) is "
+            f"{1.0 / self.num_classes:.3f}.",
+            "",
+            "| rung | accuracy | interval | method |",
+            "|---|---|---|---|",
+        ]
+        for row in self.rows:
+            if row.accuracy is None or row.accuracy.estimate is None:
+                lines.append(f"| {row.name} | — | — | {row.method} ({row.note}) |")
+                continue
+            acc = row.accuracy
+            lines.append(f"| {row.name} | {acc.estimate:.3f} | [{acc.low:.3f}, {acc.high:.3f}] | {row.method} |")
+        check = self.checks[0]
+        lines += [
+            "",
+            f"Model minus the best simpler rung ({self.best_baseline}): {self.gain.format()} (paired bootstrap); "
+            f"minimum gain {check.threshold}: **{check.status}**.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def majority_correct(train_labels: ArrayLike, labels: ArrayLike) -> np.ndarray:
+    """(n,) bool: whether the most frequent training label is each example's label.
+
+    Example:
+        >>> majority_correct([0, 1, 1], [1, 0, 1]).tolist()
+        [True, False, True]
+    """
+    train = np.asarray(train_labels, dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64) == int(np.bincount(train).argmax())
+
+
+def probe_correct(
+    train_features: np.ndarray, train_labels: ArrayLike, features: np.ndarray, labels: ArrayLike, seed: int = 0
+) -> np.ndarray:
+    """(n,) bool: whether a linear probe fit on the training features classifies each example right."""
+    probe = make_probe(seed=seed).fit(train_features, np.asarray(train_labels, dtype=np.int64))
+    return probe.predict(features) == np.asarray(labels, dtype=np.int64)
+
+
+def baseline_ladder(
+    train: SplitFeatures,
+    train_labels: ArrayLike,
+    evaluation: SplitFeatures,
+    labels: ArrayLike,
+    model_name: str,
+    split: str = "test",
+    min_gain: float | None = 0.0,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> BaselineLadder:
+    """Every rung on the evaluation split.
+
+    Args:
+        train: frozen features of the training split (the probes are fit on them).
+        train_labels: (n_train,) training labels.
+        evaluation: frozen features of the evaluation split; its ``logits`` give the model's own predictions.
+        labels: (n,) labels of the evaluation split.
+        model_name: the model's rung name, e.g. ``model (cross_attention)``.
+        split: the evaluation split's name.
+        min_gain: smallest accuracy gain of the model over the best simpler rung that warrants it; None = reported.
+        level: confidence level of the intervals.
+        n_boot: bootstrap resamples.
+        seed: seed of the probes and the resampling.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    num_classes = int(evaluation.logits.shape[1])
+
+    def row(name: str, method: str, correct: np.ndarray | None, note: str = "") -> LadderRow:
+        accuracy = None if correct is None else bootstrap_interval(correct, None, n_boot, level, seed)
+        return LadderRow(name, method, accuracy, correct, note)
+
+    rows = [row("majority class", "the most frequent training label", majority_correct(train_labels, y))]
+    for name, feature_set, method in PROBE_RUNGS:
+        fit_on, score_on = train.get(feature_set), evaluation.get(feature_set)
+        if fit_on is None or score_on is None:
+            rows.append(row(name, method, None, f"the model has no {feature_set} features to probe"))
+            continue
+        rows.append(row(name, method, probe_correct(fit_on, train_labels, score_on, y, seed)))
+    rows.append(row(model_name, "the model's own predictions", evaluation.logits.argmax(1) == y))
+    simpler = [r for r in rows[:-1] if r.correct is not None and r.accuracy is not None]
+    best = max(simpler, key=lambda r: r.accuracy.estimate or 0.0)  # type: ignore[union-attr]
+    assert rows[-1].correct is not None and best.correct is not None
+    difference = rows[-1].correct.astype(np.float64) - best.correct.astype(np.float64)  # paired, per example
+    gain = bootstrap_interval(difference, None, n_boot, level, seed)
+    check = Check(f"model gain over the best simpler rung ({best.name})", gain, min_gain, "at_least")
+    return BaselineLadder(split, num_classes, rows, best.name, gain, [check])
+
+
+def write_ladder(ladder: BaselineLadder, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
+    """Write ``baselines.json`` (with ``extra`` settings merged in) and ``baselines.md`` into ``out_dir``."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "baselines.json", out / "baselines.md"
+    json_path.write_text(json.dumps({**(extra or {}), **ladder.as_dict()}, indent=2) + "\n")
+    md_path.write_text(ladder.to_markdown())
+    return [json_path, md_path]
+
+
+def _level(ladder: BaselineLadder) -> str:
+    levels: Sequence[float] = [r.accuracy.level for r in ladder.rows if r.accuracy is not None]
+    return f"{round(100 * levels[0])} %" if levels else ""

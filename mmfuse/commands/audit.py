@@ -1,0 +1,330 @@
+"""``mmfuse audit``: audit a dataset before trusting results on it (see :mod:`mmfuse.audit`).
+
+Examples::
+
+    mmfuse audit --config experiments/shapes_color.yaml --ckpt runs/shapes_color/version_0/checkpoints/X.ckpt \\
+        --out runs/audit
+    mmfuse audit --config experiments/shapes_color.yaml --data-only --out runs/audit --max-imbalance-ratio 1.5
+
+Class balance, duplicates and leakage need only the data. Label errors and image-text mismatches need frozen
+features of a model trained on the data: ``--ckpt`` (with the ``--config`` it was trained with) or ``--model`` (a
+``save_pretrained`` directory); without either, the configured model is first trained as ``mmfuse fit`` would
+(shorten it with ``--set trainer.max_epochs=1``), because a random network's features do not separate classes that
+depend on image and text together. Every threshold of :class:`~mmfuse.audit.AuditConfig` is a flag
+(``--max-label-error-fraction 0.02``; ``none`` = report without grading).
+
+Bad input (a wrong config key, a checkpoint of another model, an ``--out`` that cannot be written, a threshold out
+of range) ends with a one-line message before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import os
+import tempfile
+import time
+import types
+import typing
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mmfuse.errors import ConfigError
+
+__all__ = [
+    "add_arguments",
+    "run",
+    "ModelInputs",
+    "audit_config",
+    "check_out_dir",
+    "build_cli",
+    "load_model",
+    "read_features",
+    "prepare",
+]
+
+# Keys of a run's saved config.yaml that belong to the `fit` subcommand, not to the experiment.
+_RUN_ONLY_KEYS = ("ckpt_path", "weights_only")
+_CLI_OVERRIDES = ["--trainer.devices=1", "--trainer.strategy=auto", "--trainer.accelerator=cpu"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mmfuse audit``."""
+    add_source_arguments(parser)
+    add = parser.add_argument
+    add("--splits", nargs="+", default=None, help="splits to audit (default: every split of the data)")
+    add("--data-only", action="store_true", help="skip label errors and mismatches (no model is loaded or trained)")
+    add("--no-plots", action="store_true", help="write no PNG plots (no matplotlib needed)")
+    add("--strict", action="store_true", help="exit with status 1 when a graded figure fails")
+    group = parser.add_argument_group("thresholds and settings (defaults of mmfuse.audit.AuditConfig)")
+    hints = typing.get_type_hints(_audit_config_type())
+    for f in dataclasses.fields(_audit_config_type()):
+        kind = _scalar(hints[f.name])
+        optional = kind is not str and _is_optional(hints[f.name])
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=_optional(kind) if optional else kind,
+            default=None,
+            metavar=kind.__name__.upper(),
+            help=f"default {f.default}" + (" (none = report only)" if optional else ""),
+        )
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments that say where data and model come from (shared with ``mmfuse baselines``)."""
+    add = parser.add_argument
+    add("--config", required=True, help="experiment YAML (or a run's config.yaml) that gives the data and the model")
+    add("--ckpt", help="checkpoint written by `mmfuse fit` with this config (default: train the configured model)")
+    add("--model", help="a save_pretrained directory (e.g. <run>/model) instead of --ckpt")
+    add("--out", required=True, help="output directory")
+    add("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.cache_dir=/x")
+    add("--batch-size", type=int, default=128, help="examples per forward when reading features")
+    add("--device", default="cpu", help="cpu or cuda")
+
+
+@dataclasses.dataclass
+class ModelInputs:
+    """A set-up data module and the model whose frozen features the probes read.
+
+    Attributes:
+        datamodule: the configured data module (set up).
+        model: the :class:`~mmfuse.models.ImageTextModel` (eval mode), or None with ``--data-only``.
+        tokenizer: its tokenizer.
+        origin: where the model came from, for the report.
+        fusion: the configured fusion's name.
+        splits: the chosen splits, read (:class:`~mmfuse.audit.SplitData` by name).
+    """
+
+    datamodule: Any
+    model: Any
+    tokenizer: Any
+    origin: str
+    fusion: str
+    splits: dict[str, Any]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Audit, write ``audit.json`` / ``audit.md`` / plots into ``--out``, print the graded figures."""
+    from mmfuse.audit import audit_data, audit_model, write_audit
+    from mmfuse.audit.markdown import checks_table
+
+    cfg = audit_config(args)
+    if not args.no_plots:
+        _require_plots()
+    inputs = prepare(args, need_model=not args.data_only, split_names=args.splits)
+    splits = inputs.splits
+    report = audit_data(splits, inputs.datamodule.spec.class_names, cfg)
+    report.source = {"config": args.config, "features": inputs.origin, "splits": ", ".join(splits)}
+    if inputs.model is not None:
+        start = time.perf_counter()
+        features, negatives = read_features(inputs, splits, cfg.mismatch_negatives, cfg.seed, args)
+        report.seconds["features"] = time.perf_counter() - start
+        audit_model(report, splits, features, negatives)
+    try:
+        paths = write_audit(report, args.out, plots=not args.no_plots)
+    except OSError as err:
+        raise ConfigError(f"--out {args.out!r}: cannot write the report there ({err})") from err
+    print("\n".join(checks_table(report.checks)))
+    print(f"audit {'PASSED' if report.passed else 'FAILED'}: " + ", ".join(str(p) for p in paths))
+    return 1 if args.strict and not report.passed else 0
+
+
+def prepare(args: argparse.Namespace, need_model: bool, split_names: list[str] | None = None) -> ModelInputs:
+    """Check every input, then build the data, read the splits ``split_names`` (None = all) and (``need_model``)
+    load or train the model."""
+    from mmfuse.audit import splits_of
+
+    _check_source_arguments(args)
+    check_out_dir(args.out)
+    ckpt = _existing(args.ckpt, "--ckpt") if args.ckpt else None
+    model_dir = _existing(args.model, "--model", directory=True) if args.model else None
+    config = _existing(args.config, "--config")
+    fit_root = Path(args.out) / "fit" if need_model and ckpt is None and model_dir is None else None
+    cli = build_cli(config, args.set, fit_root)
+    if ckpt is not None:
+        from mmfuse.training import check_checkpoint_matches
+
+        check_checkpoint_matches(ckpt, dict(cli.model.hparams))
+    datamodule = cli.datamodule
+    datamodule.setup()
+    splits = splits_of(datamodule, split_names)
+    fusion = str(cli.model.model_cfg.fusion.name)
+    if not need_model:
+        return ModelInputs(datamodule, None, datamodule.tokenizer, "none (--data-only)", fusion, splits)
+    model, tokenizer, origin = load_model(cli, ckpt, model_dir)
+    return ModelInputs(datamodule, model.to(args.device).eval(), tokenizer, origin, fusion, splits)
+
+
+def audit_config(args: argparse.Namespace) -> Any:
+    """The :class:`~mmfuse.audit.AuditConfig` of the flags that were given (the others keep their defaults)."""
+    from mmfuse.audit import AuditConfig
+
+    given: dict[str, Any] = {}
+    for name in AuditConfig.field_names():
+        value = getattr(args, name, None)
+        if value is not None:
+            given[name] = None if value is _NONE else value
+    return AuditConfig(**given)
+
+
+def check_out_dir(out: str) -> None:
+    """:class:`ConfigError` when ``out`` cannot become a writable directory (checked without creating it)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {out!r} is a file, not a directory")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out!r}: {str(parent)!r} is a file, so no directory can be made below it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out!r}: {str(parent)!r} is not writable")
+
+
+def build_cli(config: Path, overrides: list[str], fit_root: Path | None = None) -> Any:
+    """``build_from_config`` on the experiment, single-process on the CPU; a parse error becomes a one-line
+    :class:`ConfigError` (a run's saved config.yaml loses its ``fit``-only keys first)."""
+    from mmfuse.cli import build_from_config
+
+    raw = yaml.safe_load(config.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {str(config)!r} is not a YAML mapping")
+    extra = [*_CLI_OVERRIDES, *(f"--{s}" for s in overrides)]
+    if fit_root is not None:
+        extra.append(f"--trainer.default_root_dir={fit_root}")
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        path = config
+        if any(key in raw for key in _RUN_ONLY_KEYS):
+            path = Path(tmp) / config.name
+            path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k not in _RUN_ONLY_KEYS}))
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                return build_from_config(path, extra)
+        except SystemExit as err:  # the config parser printed its usage and an `error:` message
+            reason = _parser_error(stderr.getvalue())
+            raise ConfigError(f"--config {str(config)!r} (and --set overrides): {reason}") from err
+
+
+def _parser_error(printed: str) -> str:
+    """The parser's ``error:`` message (which may span lines) on one line."""
+    text = printed[printed.rfind("error:") + len("error:") :] if "error:" in printed else printed
+    return " ".join(text.split())[:800]
+
+
+def load_model(cli: Any, ckpt: Path | None, model_dir: Path | None) -> tuple[Any, Any, str]:
+    """The model and tokenizer from ``ckpt`` or ``model_dir``; with neither, the configured model trained as
+    ``mmfuse fit`` would. Returns (model, tokenizer, where it came from)."""
+    datamodule = cli.datamodule
+    if ckpt is not None:
+        from mmfuse.training import FusionLitModule
+
+        model = FusionLitModule.load_from_checkpoint(str(ckpt), map_location="cpu").model
+        return model, datamodule.tokenizer, f"checkpoint {ckpt}"
+    if model_dir is not None:
+        return (*_from_pretrained(model_dir, datamodule), f"saved model {model_dir}")
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=datamodule)
+    steps = int(cli.trainer.global_step)
+    origin = f"the configured model trained here ({steps} steps, {time.perf_counter() - start:.0f} s)"
+    return cli.model.model, datamodule.tokenizer, origin
+
+
+def read_features(
+    inputs: ModelInputs, splits: dict[str, Any], num_negatives: int, seed: int, args: argparse.Namespace
+) -> tuple[dict[str, Any], Any]:
+    """Frozen features of every split, and of ``num_negatives`` shuffled pairs of the reference split (the matching
+    probe's negatives; None when ``num_negatives`` is 0 or the split has fewer than 2 examples)."""
+    from mmfuse.audit import extract_features
+    from mmfuse.audit.mismatch import derangement
+    from mmfuse.audit.report import reference_split
+    from mmfuse.audit.source import ShuffledPairs
+
+    read = {"tokenizer": inputs.tokenizer, "batch_size": args.batch_size, "device": args.device}
+    features: dict[str, Any] = {name: extract_features(inputs.model, s.rows, **read) for name, s in splits.items()}
+    ref = splits[reference_split(splits)]
+    if len(ref) < 2 or num_negatives < 2:
+        return features, None
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(ref), size=min(num_negatives, len(ref)), replace=False))
+    text_of = chosen[derangement(len(chosen), seed)]
+    return features, extract_features(inputs.model, ShuffledPairs(ref, chosen, text_of), **read)
+
+
+def _from_pretrained(model_dir: Path, datamodule: Any) -> tuple[Any, Any]:
+    from mmfuse.hub import from_pretrained, load_tokenizer, read_config
+
+    _, spec = read_config(model_dir)
+    data = datamodule.spec
+    if spec is not None and (tuple(spec.class_names), spec.image_size) != (tuple(data.class_names), data.image_size):
+        raise ConfigError(
+            f"--model {str(model_dir)!r} was trained on classes {list(spec.class_names)} at {spec.image_size} px but "
+            f"the data has {list(data.class_names)} at {data.image_size} px; pass the --config it was trained with"
+        )
+    return from_pretrained(model_dir), load_tokenizer(model_dir)
+
+
+def _check_source_arguments(args: argparse.Namespace) -> None:
+    if args.ckpt and args.model:
+        raise ConfigError("give --ckpt or --model, not both")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ConfigError(f"--device {args.device!r}: use cpu, cuda or cuda:N")
+    bad = [s for s in args.set if "=" not in s]
+    if bad:
+        raise ConfigError(f"--set takes KEY=VALUE (e.g. data.cache_dir=/tmp/x), got {bad}")
+
+
+def _existing(path: str, flag: str, directory: bool = False) -> Path:
+    p = Path(path)
+    if not (p.is_dir() if directory else p.is_file()):
+        raise ConfigError(f"{flag} {path!r}: no such {'directory' if directory else 'file'}")
+    return p
+
+
+def _require_plots() -> None:
+    from mmfuse.audit.plots import require_matplotlib
+
+    try:
+        require_matplotlib()
+    except ImportError as err:
+        raise ConfigError(str(err)) from err
+
+
+# ------------------------------------------------------------------------------------------ threshold flags
+
+_NONE = object()  # "none" on the command line: report the figure without grading it
+
+
+def _audit_config_type() -> type:
+    from mmfuse.audit import AuditConfig
+
+    return AuditConfig
+
+
+def _is_optional(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _scalar(hint: Any) -> type:
+    """``float`` of ``float | None``, ``int`` of ``int``..."""
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] if _is_optional(hint) else [hint]
+    kind = kinds[0]
+    assert isinstance(kind, type)
+    return kind
+
+
+def _optional(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        return _NONE if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
