@@ -42,6 +42,7 @@ __all__ = [
     "COLORS",
     "SHAPES",
     "PROTECTED_GROUPS",
+    "PROTECTED_FRAME_COLORS",
     "answer_vocabulary",
     "text_vocabulary",
     "render_example",
@@ -74,6 +75,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "relation": ("is the {shape} left of the {other} ?", "is the {shape} to the left of the {other} ?"),
 }
 PROTECTED_PREFIX = "{who} asks :"
+# Colour of the 1 px image frame that marks each protected group when ``protected_frame`` is on (objects never touch
+# the outermost pixels, so the frame covers nothing).
+PROTECTED_FRAME_COLORS: tuple[tuple[int, int, int], ...] = ((255, 255, 255), (128, 128, 128))
 TRAIN_BACKGROUND = (16, 16, 16)
 SHIFT_BACKGROUND = (150, 150, 150)
 
@@ -100,6 +104,9 @@ class ShapesWorldConfig:
         spurious_correlation: with this probability the group is chosen by the label's parity instead of at random.
         shift: add a ``shift`` split (grey background, pixel noise, and questions about colour i on shape i,
             a pairing that training never shows).
+        protected_frame: also mark the protected group in the image, as a 1 px frame of the group's colour
+            (``PROTECTED_FRAME_COLORS``; needs ``protected_attribute``, follows the same group and so the same
+            planted correlation). Off by default; when off, data and cache keys are those of worlds without it.
     """
 
     task: Literal["color", "shape", "attribute", "exists", "relation"] = "color"
@@ -118,6 +125,7 @@ class ShapesWorldConfig:
     protected_attribute: bool = False
     spurious_correlation: float = 0.0
     shift: bool = False
+    protected_frame: bool = False
 
     def __post_init__(self) -> None:
         if not (2 <= self.num_shapes <= len(SHAPES) and 2 <= self.num_colors <= len(COLORS)):
@@ -136,6 +144,8 @@ class ShapesWorldConfig:
             )
         if self.spurious_correlation and not self.protected_attribute:
             raise ConfigError("data.world.spurious_correlation needs data.world.protected_attribute: true")
+        if self.protected_frame and not self.protected_attribute:
+            raise ConfigError("data.world.protected_frame needs data.world.protected_attribute: true")
         need = self.max_objects * (self.max_object_size + 2) ** 2
         if self.min_object_size > self.max_object_size or need > 0.6 * self.image_size**2:
             raise ConfigError(
@@ -289,6 +299,9 @@ def render_example(rng: np.random.Generator, cfg: ShapesWorldConfig, split: str)
         group = label % 2 if follows_label else int(rng.integers(2))
         who = str(rng.choice(PROTECTED_GROUPS[group]))
         text = f"{PROTECTED_PREFIX.format(who=who)} {text}"
+        if cfg.protected_frame:
+            edge = cfg.image_size - 1
+            ImageDraw.Draw(image).rectangle((0, 0, edge, edge), outline=PROTECTED_FRAME_COLORS[group])
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return {
@@ -341,7 +354,10 @@ def _features() -> Any:
 
 def cache_key(cfg: ShapesWorldConfig) -> str:
     """A short hash of everything that determines the generated data."""
-    payload = json.dumps({"version": GENERATOR_VERSION, **asdict(cfg)}, sort_keys=True)
+    fields = asdict(cfg)
+    if not cfg.protected_frame:  # added later, off by default: worlds without it keep their earlier keys
+        del fields["protected_frame"]
+    payload = json.dumps({"version": GENERATOR_VERSION, **fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
