@@ -15,6 +15,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmfuse.encoders.timm_vision import is_channels_last
+
 __all__ = ["TokenLayout", "token_layout", "to_grid", "relevance_to_grid", "upsample", "normalize_per_example"]
 
 
@@ -74,7 +76,7 @@ def token_layout(encoder: nn.Module) -> TokenLayout:
     torchvision_layout = _torchvision_layout(backbone)
     if torchvision_layout is not None:
         return torchvision_layout
-    channels_last = str(getattr(getattr(backbone, "output_fmt", None), "value", "NCHW")) == "NHWC"
+    channels_last = is_channels_last(backbone)
     return TokenLayout(int(getattr(encoder, "num_prefix_tokens", 0)), _grid_of(encoder), channels_last)
 
 
