@@ -25,7 +25,7 @@ train: $(STAMP)
 	$(BIN)/mmfuse fit --config $(EXPERIMENT)
 
 test: $(STAMP)
-	$(BIN)/ruff check mmfuse tests benchmarks
+	$(BIN)/ruff check mmfuse tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

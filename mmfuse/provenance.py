@@ -123,6 +123,22 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+# Instruction sets that decide what mixed precision buys on a CPU (bf16/fp16 units), as /proc/cpuinfo names them.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile")
+
+
+def _cpu_flags() -> list[str] | None:
+    """Which of the precision-relevant instruction sets the CPU reports (Linux ``/proc/cpuinfo``); None elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags") and ":" in line:
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in _CPU_FLAGS if flag in present]
+    return None
+
+
 def _total_ram_bytes() -> int | None:
     """Physical memory in bytes where the OS reports it."""
     names = getattr(os, "sysconf_names", {})
@@ -132,7 +148,8 @@ def _total_ram_bytes() -> int | None:
 
 
 def hardware_info() -> dict[str, Any]:
-    """``platform``, ``machine``, ``processor``, ``cpu_count`` (logical), ``ram_bytes``, ``torch_num_threads``, and
+    """``platform``, ``machine``, ``processor``, ``cpu_flags`` (AVX2, AVX512/AMX bf16 and fp16 units present),
+    ``cpu_count`` (logical), ``ram_bytes``, ``torch_num_threads``, and
     ``cuda``: None without a usable GPU, else ``version`` (torch's CUDA build) and ``devices`` (name, capability)."""
     cuda: dict[str, Any] | None = None
     if torch.cuda.is_available():
@@ -145,6 +162,7 @@ def hardware_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "ram_bytes": _total_ram_bytes(),
         "torch_num_threads": torch.get_num_threads(),

@@ -101,6 +101,8 @@ class DataSpec:
         pad_token_id: id used for padding.
         image_size: side of the (square) images the data yields.
         class_names: label names, index-aligned.
+        tokenizer: where the tokenizer came from (``data.tokenizer``: a directory or a Hugging Face hub id); None =
+            a word-level tokenizer trained on the data (and in specs saved before this field existed).
     """
 
     num_classes: int
@@ -108,3 +110,4 @@ class DataSpec:
     pad_token_id: int
     image_size: int
     class_names: tuple[str, ...] = ()
+    tokenizer: str | None = None

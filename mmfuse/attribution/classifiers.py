@@ -12,16 +12,20 @@ head whose size matches an ImageNet label set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import timm
 import timm.data
-import torch
-from torch import Tensor, nn
+from torch import nn
 
+from mmfuse._weights import (
+    TORCHVISION_PREFIX,
+    load_state_dict_strict,
+    read_state_dict,
+    torchvision_meta,
+    torchvision_names,
+)
 from mmfuse.errors import ConfigError
 from mmfuse.registry import close_matches
 
@@ -33,8 +37,6 @@ __all__ = [
     "preprocessing_of",
     "imagenet_class_names",
 ]
-
-TORCHVISION_PREFIX = "torchvision:"
 
 
 @dataclass(frozen=True)
@@ -93,19 +95,15 @@ def _torchvision(name: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[fl
     """A torchvision classifier with random weights, and the preprocessing and classes of its default weights."""
     import torchvision
 
-    known = torchvision.models.list_models(module=torchvision.models)
+    known = torchvision_names()
     if name not in known:
         raise ConfigError(
             f"classifier '{TORCHVISION_PREFIX}{name}' is not a torchvision classification model; "
             f"close names: {close_matches(name, known)}"
         )
     model = torchvision.models.get_model(name, weights=None)
-    default = torchvision.models.get_model_weights(name).DEFAULT
-    transforms = default.transforms()
-    size = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else transforms.crop_size
-    categories = default.meta.get("categories")
-    names = tuple(categories) if categories else None
-    return model, int(size), tuple(transforms.mean), tuple(transforms.std), names
+    meta = torchvision_meta(name)
+    return model, meta.image_size, meta.mean, meta.std, meta.categories
 
 
 def preprocessing_of(model: nn.Module) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
@@ -165,26 +163,4 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"weights {str(path)!r}: no such file")
-    state = _read_state_dict(file)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())
-        raise ConfigError(f"weights {str(path)!r} do not fit {type(model).__name__}: {detail[:600]}") from err
-
-
-def _read_state_dict(file: Path) -> Mapping[str, Tensor]:
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(file)
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # every reader's own error type: safetensors, pickle, zip; re-raised with the file
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        raise ConfigError(f"weights {str(file)!r}: not a readable state dict ({reason})") from err
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        kind = type(state).__name__
-        raise ConfigError(f"weights {str(file)!r}: expected a state dict (parameter name -> tensor), got a {kind}")
-    return state
+    load_state_dict_strict(model, read_state_dict(file), f"weights {str(path)!r}", type(model).__name__)

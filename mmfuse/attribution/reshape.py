@@ -62,8 +62,9 @@ def token_layout(encoder: nn.Module) -> TokenLayout:
     """The token layout of a vision encoder, a plain timm model or a torchvision classifier.
 
     Reads ``num_prefix_tokens`` and ``grid_size`` (``patch_embed.grid_size`` on a plain timm ViT) and timm's
-    ``output_fmt``; torchvision's ViT and Swin are recognised by their ``class_token`` and ``permute`` modules;
-    other models without ``num_prefix_tokens`` are feature-map models.
+    ``output_fmt``; torchvision's ViT and Swin are recognised by their ``class_token`` and ``permute`` modules
+    (an encoder's own ``grid_size`` and ``num_prefix_tokens`` win: a torchvision encoder's Swin graph keeps
+    ``permute``); other models without ``num_prefix_tokens`` are feature-map models.
 
     Args:
         encoder: an :class:`~mmfuse.encoders.TimmVisionEncoder` (``backbone`` inside), a timm model or a
@@ -74,9 +75,9 @@ def token_layout(encoder: nn.Module) -> TokenLayout:
     """
     backbone = getattr(encoder, "backbone", encoder)
     torchvision_layout = _torchvision_layout(backbone)
-    if torchvision_layout is not None:
+    if torchvision_layout is not None and _grid_of(encoder) is None:  # a torchvision classifier, not an encoder
         return torchvision_layout
-    channels_last = is_channels_last(backbone)
+    channels_last = is_channels_last(backbone) or (torchvision_layout is not None and torchvision_layout.channels_last)
     return TokenLayout(int(getattr(encoder, "num_prefix_tokens", 0)), _grid_of(encoder), channels_last)
 
 

@@ -3,6 +3,7 @@
 from mmfuse.encoders.base import TEXT_ENCODERS, VISION_ENCODERS, build_text_encoder, build_vision_encoder
 from mmfuse.encoders.hf_text import HFTextEncoder, HFTextEncoderConfig
 from mmfuse.encoders.timm_vision import TimmVisionEncoder, TimmVisionEncoderConfig
+from mmfuse.encoders.torchvision_vision import TorchvisionVisionEncoder
 
 __all__ = [
     "VISION_ENCODERS",
@@ -11,6 +12,7 @@ __all__ = [
     "build_text_encoder",
     "TimmVisionEncoder",
     "TimmVisionEncoderConfig",
+    "TorchvisionVisionEncoder",
     "HFTextEncoder",
     "HFTextEncoderConfig",
 ]

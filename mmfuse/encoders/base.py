@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from mmfuse._weights import TORCHVISION_PREFIX
 from mmfuse.registry import Registry
 
 __all__ = ["VISION_ENCODERS", "TEXT_ENCODERS", "build_vision_encoder", "build_text_encoder"]
@@ -20,8 +21,13 @@ TEXT_ENCODERS: Registry[type[nn.Module]] = Registry("text_encoder")
 
 
 def build_vision_encoder(cfg: Any, out_dim: int, img_size: int) -> nn.Module:
-    """Build the registered vision encoder named by ``cfg.name``, projecting to ``out_dim``."""
-    return VISION_ENCODERS.get(cfg.name)(cfg, out_dim=out_dim, img_size=img_size)
+    """Build the registered vision encoder named by ``cfg.name``, projecting to ``out_dim``.
+
+    A ``model_name`` of ``torchvision:<name>`` selects the ``"torchvision"`` entry instead, so that swapping the
+    backbone family is a change of model name only.
+    """
+    is_torchvision = str(getattr(cfg, "model_name", "")).startswith(TORCHVISION_PREFIX)
+    return VISION_ENCODERS.get("torchvision" if is_torchvision else cfg.name)(cfg, out_dim=out_dim, img_size=img_size)
 
 
 def build_text_encoder(cfg: Any, out_dim: int, vocab_size: int, pad_token_id: int) -> nn.Module:

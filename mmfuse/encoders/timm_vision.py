@@ -25,7 +25,14 @@ from mmfuse.errors import ConfigError
 from mmfuse.registry import close_matches
 from mmfuse.types import EncoderOutput
 
-__all__ = ["TimmVisionEncoder", "TimmVisionEncoderConfig", "resolve_local_weights", "first_line", "is_channels_last"]
+__all__ = [
+    "TimmVisionEncoder",
+    "TimmVisionEncoderConfig",
+    "resolve_local_weights",
+    "first_line",
+    "is_channels_last",
+    "vision_data_config",
+]
 
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -124,7 +131,10 @@ def _create(name: str, kwargs: dict[str, Any], img_size: int, **extra: Any) -> n
 def _build_error(name: str, kwargs: dict[str, Any], err: BaseException) -> ConfigError:
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
     if unexpected and unexpected.group(1) in kwargs:
-        return ConfigError(f"model.vision.model_kwargs.{unexpected.group(1)} is not an argument of {name}")
+        return ConfigError(
+            f"model.vision.model_kwargs.{unexpected.group(1)} is not an argument of {name} (settings of another "
+            "backbone? clear them with --model.vision.model_kwargs '{}')"
+        )
     return ConfigError(
         f"model.vision.model_name={name!r} with model_kwargs={kwargs} cannot be built: {first_line(err)}"
     )
@@ -188,7 +198,7 @@ class TimmVisionEncoder(nn.Module):
             nn.Parameter(torch.randn(1, gh * gw, out_dim) * 0.02) if cfg.use_pos_embed else None
         )
 
-    def _build_backbone(self, cfg: TimmVisionEncoderConfig, kwargs: dict[str, Any]) -> nn.Module:
+    def _build_backbone(self, cfg: TimmVisionEncoderConfig, kwargs: dict[str, Any]) -> Any:
         extra: dict[str, Any] = {"pretrained": cfg.pretrained not in (None, False)}
         if isinstance(cfg.pretrained, str):
             extra["pretrained_cfg_overlay"] = {
@@ -199,6 +209,7 @@ class TimmVisionEncoder(nn.Module):
         else:
             extra |= {"features_only": True, "out_indices": ((cfg.num_stages - 1) if cfg.num_stages else -1,)}
 
+        backbone: Any  # a timm model; its attributes depend on the family
         try:
             backbone = _create(cfg.model_name, kwargs, self.img_size, **extra)
         except ConfigError as err:
@@ -292,6 +303,23 @@ class TimmVisionEncoder(nn.Module):
             num_prefix_tokens=self.num_prefix_tokens,
             grid_size=self.grid_size,
         )
+
+
+def vision_data_config(cfg: TimmVisionEncoderConfig, img_size: int) -> dict[str, Any]:
+    """The data config a :class:`TimmVisionEncoder` of ``cfg`` uses (``input_size`` at ``img_size``,
+    ``interpolation``, ``crop_pct``, ``crop_mode``, ``mean``, ``std``), without building it: timm's
+    ``resolve_model_data_config`` of the model made on the meta device (no weights are read), as the encoder does.
+
+    Example:
+        >>> cfg = vision_data_config(TimmVisionEncoderConfig(model_name="resnet18.a1_in1k"), 64)
+        >>> cfg["input_size"], cfg["crop_pct"], cfg["interpolation"]
+        ((3, 64, 64), 0.95, 'bicubic')
+    """
+    check_model_name(cfg.model_name)
+    with torch.device("meta"):
+        probe = _create(cfg.model_name, dict(cfg.model_kwargs), cfg.img_size or img_size)
+    size = cfg.img_size or img_size
+    return {**timm.data.resolve_model_data_config(probe), "input_size": (3, size, size)}
 
 
 def _is_token_model(model: nn.Module) -> bool:
