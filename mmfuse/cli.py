@@ -11,6 +11,7 @@ world (:class:`~mmfuse.data.datamodule.ShapesDataModule`, the default); ``class_
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -24,9 +25,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from mmfuse._weights import TORCHVISION_PREFIX
 from mmfuse.commands import COMMANDS, run_command
 from mmfuse.data.datamodule import ResumableDataModule, ShapesDataModule
 from mmfuse.data.files import ImageTextDataModule
+from mmfuse.data.tokenizer import TOKENIZER_FILES, has_tokenizer
+from mmfuse.data.transforms import PreprocessConfig
+from mmfuse.encoders import timm_vision, torchvision_vision
+from mmfuse.encoders.timm_vision import TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
 from mmfuse.training import (
     AtomicCheckpointIO,
@@ -34,6 +40,7 @@ from mmfuse.training import (
     GradScalerMonitor,
     LastCheckpoint,
     NonFiniteLossGuard,
+    PredictionWriter,
     Provenance,
     RngState,
     RunSummary,
@@ -42,7 +49,7 @@ from mmfuse.training import (
     safe_load,
 )
 from mmfuse.training.checkpointing import ARCHITECTURE_KEYS
-from mmfuse.training.loggers import ResumableCSVLogger
+from mmfuse.training.loggers import ResumableCSVLogger, TrackersConfig, build_trackers
 
 __all__ = ["DATA_MODULES", "MMFuseCLI", "MMFuseArgumentParser", "build_from_config", "main"]
 
@@ -72,13 +79,17 @@ class MMFuseArgumentParser(LightningArgumentParser):
 class MMFuseCLI(LightningCLI):
     """LightningCLI with the data module chosen by ``data.class_path`` (default: the shapes world), the data spec
     linked into the model, checkpointing on ``val/acc`` (set ``checkpoint.monitor`` for other metrics), CSV +
-    TensorBoard logs under ``trainer.default_root_dir``, and a summary table at the end of ``fit`` and ``test``."""
+    TensorBoard logs under ``trainer.default_root_dir`` (plus the W&B / MLflow trackers of ``trackers:``), a summary
+    table at the end of ``fit`` and ``test``, and ``predictions.jsonl`` from ``predict --ckpt_path X`` (its
+    ``predictions.top_k``; see :class:`~mmfuse.training.PredictionWriter`)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults({"data": {"class_path": _DEFAULT_DATA}})
         parser.link_arguments("data.spec", "model.data_spec", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_class_arguments(TrackersConfig, "trackers")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -89,6 +100,13 @@ class MMFuseCLI(LightningCLI):
             }
         )
 
+    def before_instantiate_classes(self) -> None:
+        """The data's tokenizer defaults to the pretrained text encoder's own (see :func:`_default_tokenizer`), its
+        evaluation resize + crop to the vision encoder's (see :func:`_default_preprocess`)."""
+        config = self.config.get(str(self.subcommand), self.config)
+        _default_tokenizer(config)
+        _default_preprocess(config)
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         root = trainer_cfg.get("default_root_dir") or "runs"
@@ -97,7 +115,13 @@ class MMFuseCLI(LightningCLI):
             ckpt_path = self._get(self.config_init, "ckpt_path", default=None) if version is not None else None
             resume_step = int(safe_load(ckpt_path).get("global_step", 0)) if ckpt_path else None
             csv = ResumableCSVLogger(root, name="", version=version, resume_step=resume_step)
-            kwargs["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version)]
+            trackers = build_trackers(self._trackers(), root, csv.log_dir)  # beside the CSV log, never instead
+            kwargs["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version), *trackers]
+        elif self._trackers() != TrackersConfig():
+            raise ConfigError(
+                f"trackers: {self._trackers()} log beside the run's own loggers, but trainer.logger="
+                f"{trainer_cfg.get('logger')!r} replaces those; remove trainer.logger or the trackers"
+            )
         _check_hardware(trainer_cfg)
         plugins = list(trainer_cfg.get("plugins") or [])
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -109,6 +133,8 @@ class MMFuseCLI(LightningCLI):
         the checkpoint's (LightningCLI's default, which would drop the user's explicit model arguments)."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand == "predict" and ckpt_path is None:
+            raise ConfigError("mmfuse predict needs --ckpt_path <checkpoint> (got none): the weights to predict with")
         if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
             return
         model = self.config[subcommand]["model"]
@@ -152,7 +178,11 @@ class MMFuseCLI(LightningCLI):
 
     def _save_model(self) -> None:
         """Write the best (else the last) checkpoint's model to ``<run directory>/model`` with ``save_pretrained``:
-        safetensors weights, config and tokenizer, loadable with ``ImageTextModel.from_pretrained`` and no Lightning."""
+        safetensors weights, config and tokenizer, loadable with ``ImageTextModel.from_pretrained`` and no Lightning.
+
+        With an EMA of the weights (``model.optim.ema_decay``, or any Lightning ``WeightAveraging`` callback) a
+        checkpoint's ``state_dict`` is the average (the raw weights are its ``current_model_state``), so the model
+        saved here is the average (``tests/training/test_ema.py``)."""
         trainer: Any = self.trainer
         if not trainer.is_global_zero or trainer.logger is None or not trainer.logger.log_dir:
             return
@@ -171,6 +201,26 @@ class MMFuseCLI(LightningCLI):
     def after_test(self) -> None:
         self._print_summary("test")
 
+    def before_predict(self) -> None:
+        """The checkpoint must fit the data too (classes, vocabulary); predictions stay in the writer, not also in
+        the trainer's returned list (``--return_predictions`` still asks for that)."""
+        ckpt_path = self._get(self.config_init, "ckpt_path", default=None)
+        if ckpt_path is not None and Path(str(ckpt_path)).is_file():
+            model: Any = self.model
+            check_checkpoint_matches(ckpt_path, dict(model.hparams))
+        if self._get(self.config_init, "return_predictions", default=None) is None:
+            self.config_init[str(self.subcommand)]["return_predictions"] = False
+
+    def after_predict(self) -> None:
+        trainer: Any = self.trainer
+        writer = next((cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter)), None)
+        if trainer.is_global_zero and writer is not None and writer.path is not None:
+            print(f"mmfuse predict: predictions written to {writer.path}")
+
+    def _trackers(self) -> TrackersConfig:
+        trackers = self._get(self.config_init, "trackers", default=None)
+        return trackers if isinstance(trackers, TrackersConfig) else TrackersConfig(**dict(trackers or {}))
+
     def _print_summary(self, stage: str) -> None:
         trainer: Any = self.trainer
         if not trainer.is_global_zero:  # rank 0 only: nothing below may call a collective
@@ -188,6 +238,42 @@ class MMFuseCLI(LightningCLI):
         lines = [f"{name:<{width}}  {value}" for name, value in rows]
         rule = "-" * max(len(line) for line in lines)
         print("\n".join([rule, f"mmfuse {stage} summary", rule, *lines, rule]))
+
+
+def _default_tokenizer(config: Namespace) -> None:
+    """Set ``data.tokenizer`` to ``model.text.pretrained`` (a directory or a hub id) when the data module takes a
+    tokenizer and none is given: a pretrained text encoder reads its own tokenizer's ids. The resolved value is what
+    the run's saved config shows."""
+    pretrained = config.get("model.text.pretrained")
+    data = config.get("data")
+    init_args = data.get("init_args") if isinstance(data, Namespace) else None
+    if pretrained is None or not isinstance(init_args, Namespace) or "tokenizer" not in init_args:
+        return
+    if init_args.tokenizer is not None:
+        return
+    if not has_tokenizer(pretrained, "model.text.pretrained"):
+        raise ConfigError(
+            f"model.text.pretrained={pretrained!r} comes without a tokenizer (no {' or '.join(TOKENIZER_FILES)}); "
+            "give one with data.tokenizer: <dir or hub id>"
+        )
+    init_args.tokenizer = pretrained
+
+
+def _default_preprocess(config: Namespace) -> None:
+    """Set ``data.preprocess`` (interpolation, crop_pct, crop_mode, mean, std) from ``model.vision``'s data config
+    when the data module takes one and none is given, resolved without building the model. The resolved value is
+    what the run's saved config shows."""
+    vision = config.get("model.vision")
+    data = config.get("data")
+    init_args = data.get("init_args") if isinstance(data, Namespace) else None
+    if vision is None or not isinstance(init_args, Namespace) or "preprocess" not in init_args:
+        return
+    if init_args.preprocess is not None:
+        return
+    cfg = TimmVisionEncoderConfig(**(vision.as_dict() if isinstance(vision, Namespace) else dict(vision)))
+    family = torchvision_vision if cfg.model_name.startswith(TORCHVISION_PREFIX) else timm_vision
+    preprocess = PreprocessConfig.from_data_config(family.vision_data_config(cfg, int(init_args.image_size)))
+    init_args.preprocess = Namespace(**dataclasses.asdict(preprocess))
 
 
 def _check_hardware(trainer_cfg: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints
 
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
+from mmfuse.encoders.hf_text import check_tokenizer_fits
 from mmfuse.errors import ConfigError
 from mmfuse.fusion import FusionConfig
 from mmfuse.heads import MATCHING_CLASSES, ClassificationHeadConfig, ContrastiveHeadConfig
@@ -17,6 +18,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "SpeedConfig",
+    "MetricsConfig",
     "FusionConfig",
     "resolve_model_config",
     "config_from_dict",
@@ -56,15 +58,28 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up and cosine (or constant) decay.
+    """AdamW with linear warm-up and cosine (or constant) decay, plus the knobs of fine-tuning pretrained encoders.
 
     Attributes:
         lr: peak learning rate.
-        weight_decay: decoupled weight decay, not applied to biases and norm weights.
+        weight_decay: decoupled weight decay, not applied to biases, norm weights, embeddings (``nn.Embedding``
+            weights) and the names a timm backbone lists in ``no_weight_decay()`` (``pos_embed``, ``cls_token``).
         betas: AdamW betas.
         warmup_ratio: fraction of the total optimizer steps spent warming up.
         schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
         fused: the fused AdamW kernel (one kernel for all parameters; CUDA and CPU); None = PyTorch's default.
+        lr_mult: learning-rate multiplier per top-level module of the model (``vision``, ``text``, ``fusion``,
+            ``head``, ``contrastive``); a module not named keeps 1.0. E.g. ``{vision: 0.1, text: 0.1}``.
+        layer_decay: layer-wise learning-rate decay inside the encoders (BEiT): a parameter ``k`` layer groups below
+            the top gets ``layer_decay ** k`` times the learning rate; the top is the encoder's projection and
+            everything outside the encoders. Layers: timm's ``group_matcher``, a transformers model's
+            ``num_hidden_layers`` blocks (embeddings below them). None = off. Multiplies with ``lr_mult``.
+        unfreeze_after_epochs: train the encoders only from this epoch on (they stay in the optimizer, get no
+            gradients and stay in eval mode before); None = from the start.
+        unfreeze_after_steps: the same in optimizer steps; exclusive with ``unfreeze_after_epochs``.
+        ema_decay: keep an exponential moving average of the weights with this decay
+            (:class:`~mmfuse.training.EMAWeights`, Lightning's ``EMAWeightAveraging`` updated after every optimizer
+            step): validation uses it, checkpoints hold it as their ``state_dict``, the saved model is it. None = off.
     """
 
     lr: float = 1e-3
@@ -73,6 +88,29 @@ class OptimConfig:
     warmup_ratio: float = 0.05
     schedule: Literal["cosine", "constant"] = "cosine"
     fused: bool | None = None
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    layer_decay: float | None = None
+    unfreeze_after_epochs: int | None = None
+    unfreeze_after_steps: int | None = None
+    ema_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        bad_mult = {name: mult for name, mult in self.lr_mult.items() if not mult >= 0}
+        if bad_mult:
+            raise ConfigError(f"model.optim.lr_mult={dict(self.lr_mult)}: multipliers must be >= 0, not {bad_mult}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"model.optim.layer_decay={self.layer_decay} must be in (0, 1] (or null: off)")
+        if self.unfreeze_after_epochs is not None and self.unfreeze_after_steps is not None:
+            raise ConfigError(
+                f"model.optim.unfreeze_after_epochs={self.unfreeze_after_epochs} and "
+                f"model.optim.unfreeze_after_steps={self.unfreeze_after_steps} are exclusive; set one of them"
+            )
+        for name in ("unfreeze_after_epochs", "unfreeze_after_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"model.optim.{name}={value} must be >= 0")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"model.optim.ema_decay={self.ema_decay} must be in (0, 1) (or null: off)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +140,25 @@ class SpeedConfig:
     float32_matmul_precision: Literal["highest", "high", "medium"] = "highest"
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """What is measured per epoch (logged as ``{train,val,test}/<name>``; ``checkpoint.monitor`` can name any).
+
+    Attributes:
+        names: the task's metrics; None = the task's default (``accuracy``; ``recall`` for retrieval).
+            ``classification``: ``accuracy`` (logged as ``acc``), ``macro_f1``, ``per_class_accuracy``
+            (``acc_<class name>``), ``ece`` (expected calibration error of the top class, 15 bins) and ``auroc``
+            (two classes only: the score is the probability of class 1). ``vqa``: ``accuracy`` (soft VQA accuracy,
+            ``acc``). ``retrieval``: ``recall`` (``t2i_r{1,5,10}``, ``i2t_r{1,5,10}``, ``r_mean``).
+        rerank_k: retrieval only: also rank each query's top ``rerank_k`` candidates of the contrastive ranking by
+            the image-text matching head's score (ALBEF / BLIP), logged as ``<name>_itm`` (``val/t2i_r1_itm``);
+            0 = off.
+    """
+
+    names: tuple[str, ...] | None = None
+    rerank_k: int = 0
+
+
 def resolve_model_config(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
     """Fill the values that the data determines (classes, vocabulary, image size); disagreements are errors.
 
@@ -123,6 +180,7 @@ def resolve_model_config(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:
         )
     if cfg.vocab_size is not None and cfg.vocab_size < spec.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {spec.vocab_size}")
+    check_tokenizer_fits(cfg.text, spec)
     return dataclasses.replace(
         cfg,
         head=dataclasses.replace(cfg.head, num_classes=num_classes),

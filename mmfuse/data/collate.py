@@ -29,7 +29,8 @@ def image_id_hash(image_id: Any) -> int:
 
 
 class ImageTextCollator:
-    """Stacks images (as float in [0, 1]) and tokenizes texts with padding to the longest text in the batch.
+    """Stacks images (RGB PIL images, or (3, H, W) float tensors in [0, 1]) as float in [0, 1] and tokenizes texts
+    with padding to the longest text in the batch.
 
     Rows may also carry ``image_id`` (any hashable: the captions of one image share it), ``index`` (the row's index
     in its split) and VQA ``soft_target_indices`` / ``soft_target_scores``; they become the batch's ``image_ids``,
@@ -49,8 +50,11 @@ class ImageTextCollator:
         self.num_classes = num_classes
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> Batch:
-        images = torch.from_numpy(np.stack([np.asarray(row["image"].convert("RGB")) for row in rows]))
-        images = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, H, W, 3) uint8 -> (B, 3, H, W) float
+        if isinstance(rows[0]["image"], Tensor):  # a transform's (3, H, W) float images in [0, 1]
+            images = torch.stack([row["image"] for row in rows])  # (B, 3, H, W)
+        else:
+            images = torch.from_numpy(np.stack([np.asarray(row["image"].convert("RGB")) for row in rows]))
+            images = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, H, W, 3) uint8 -> (B, 3, H, W) float
         tokens = self.tokenizer(
             [row["text"] for row in rows],
             padding=True,

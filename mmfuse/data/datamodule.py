@@ -13,12 +13,12 @@ import lightning as L
 import torch
 from datasets import DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from mmfuse.data.collate import ImageTextCollator
 from mmfuse.data.loader import ResumableDataLoader
 from mmfuse.data.shapes import ShapesWorldConfig, answer_vocabulary, prepare_shapes_world, text_vocabulary
-from mmfuse.data.tokenizer import train_word_tokenizer
+from mmfuse.data.tokenizer import load_tokenizer, train_word_tokenizer
 from mmfuse.errors import ConfigError
 from mmfuse.types import DataSpec
 
@@ -83,8 +83,9 @@ class ShapesDataModule(ResumableDataModule):
         num_workers: data-loader worker processes.
         cache_dir: where generated data lives; None = ``$MMFUSE_CACHE`` or ``~/.cache/mmfuse``.
         test_split: split used by ``test``/``predict``: ``test`` or ``shift`` (needs ``world.shift``).
-        tokenizer: a local tokenizer directory (``save_pretrained`` layout), e.g. the one next to a pretrained text
-            encoder; None trains a word-level tokenizer on the world's vocabulary.
+        tokenizer: a tokenizer directory (``save_pretrained`` layout) or Hugging Face hub id, e.g. the pretrained text
+            encoder's own (the command line's default when ``model.text.pretrained`` is set); None trains a
+            word-level tokenizer on the world's vocabulary.
         seed: seed of the shuffling order (every epoch's order is a function of seed and epoch, so a resumed run
             continues it exactly); None = the run's ``seed_everything`` value.
     """
@@ -113,13 +114,10 @@ class ShapesDataModule(ResumableDataModule):
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The configured local tokenizer, or a word-level one trained on every word the generator can write."""
+        """The configured tokenizer, or a word-level one trained on every word the generator can write."""
         if self.tokenizer_path is None:
             return train_word_tokenizer(text_vocabulary(self.world))
-        path = Path(self.tokenizer_path).expanduser()
-        if not (path / "tokenizer_config.json").is_file():
-            raise ConfigError(f"data.tokenizer={self.tokenizer_path!r}: no tokenizer_config.json in that directory")
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        return load_tokenizer(self.tokenizer_path, "data.tokenizer")
 
     @property
     def spec(self) -> DataSpec:
@@ -130,6 +128,7 @@ class ShapesDataModule(ResumableDataModule):
             pad_token_id=int(self.tokenizer.pad_token_id),
             image_size=self.world.image_size,
             class_names=answer_vocabulary(self.world),
+            tokenizer=self.tokenizer_path,
         )
 
     def prepare_data(self) -> None:

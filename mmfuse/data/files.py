@@ -9,6 +9,11 @@ Splits: the source's own (COCO train/val files, VQA subtypes, JSONL/metadata fil
 deterministic split by image (``source.split_sizes``). Validation uses ``val`` (none when absent); testing uses
 ``test``, else ``val`` (COCO and VQA test answers are not public).
 
+Images (:mod:`mmfuse.data.transforms`): evaluation splits get the vision encoder's resize + crop (``preprocess``,
+filled by the command line from ``model.vision``); training gets random augmentation (``augment``), seeded per
+(seed, epoch, index) through the loader's :class:`~mmfuse.data.loader.SampleKey` s, or without it the plain resize +
+centre crop. ``captions_per_epoch: one`` trains on one caption per image per epoch.
+
 NOTE: this file imports Lightning, like ``data/datamodule.py`` whose base class it extends; it is therefore not
 exported from ``mmfuse.data`` (which must import without Lightning).
 """
@@ -21,11 +26,11 @@ import logging
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from mmfuse.data.bad_records import (
     LOAD_REPORT_FILE,
@@ -37,10 +42,17 @@ from mmfuse.data.bad_records import (
 from mmfuse.data.collate import ImageTextCollator
 from mmfuse.data.datamodule import ResumableDataModule
 from mmfuse.data.formats import FileSourceConfig
-from mmfuse.data.image_text import ImageTextDataset, SkipBadCollator
+from mmfuse.data.image_text import ImageTextDataset, OneCaptionPerImage, SkipBadCollator
 from mmfuse.data.loader import ResumableDataLoader
 from mmfuse.data.manifest import Manifest, load_manifest, prepare_manifest
-from mmfuse.data.tokenizer import train_word_tokenizer
+from mmfuse.data.tokenizer import load_tokenizer, train_word_tokenizer
+from mmfuse.data.transforms import (
+    AugmentConfig,
+    ImageTransform,
+    PreprocessConfig,
+    build_eval_transform,
+    build_train_transform,
+)
 from mmfuse.errors import ConfigError
 from mmfuse.types import DataSpec
 
@@ -60,15 +72,22 @@ class ImageTextDataModule(ResumableDataModule):
         batch_size: examples per batch (per process).
         num_workers: data-loader worker processes.
         skip_bad: skip bad records (listed in ``bad_records.json`` in ``report_dir``) instead of failing on them.
-        tokenizer: a local tokenizer directory (``save_pretrained`` layout; ``~`` is expanded), e.g. the directory of
-            a pretrained text encoder; None trains a word-level tokenizer on the training texts.
+        tokenizer: a tokenizer directory (``save_pretrained`` layout; ``~`` is expanded) or Hugging Face hub id, e.g.
+            the pretrained text encoder's own (the command line's default when ``model.text.pretrained`` is set);
+            None trains a word-level tokenizer on the training texts.
         max_length: truncation length of texts, in tokens.
         cache_dir: where prepared manifests live; None = ``$MMFUSE_CACHE`` or ``~/.cache/mmfuse``.
         report_dir: where bad-record reports go; None = the run directory (``trainer.log_dir``) when there is
             one, else the manifest's directory.
         val_split: split used for validation; None = ``val`` if present, else no validation.
         test_split: split used by ``test``/``predict``; None = ``test`` if present, else ``val``.
-        seed: seed of the shuffling order; None = the run's ``seed_everything`` value.
+        seed: seed of the shuffling order and of the augmentation; None = the run's ``seed_everything`` value.
+        preprocess: the vision encoder's resize + crop for evaluation (interpolation, ``crop_pct``, ``crop_mode``,
+            mean/std; the command line fills it from ``model.vision`` when unset); None = resize the shorter side to
+            ``image_size`` (bicubic) and centre-crop, as training without ``augment`` does.
+        augment: random training augmentation (timm's); None = none (resize + centre crop).
+        captions_per_epoch: ``all`` trains on every row; ``one`` on one row per image per epoch (e.g. one of its
+            captions), chosen from (seed, epoch, image). Evaluation always uses every row.
     """
 
     def __init__(
@@ -85,10 +104,15 @@ class ImageTextDataModule(ResumableDataModule):
         val_split: str | None = None,
         test_split: str | None = None,
         seed: int | None = None,
+        preprocess: PreprocessConfig | None = None,
+        augment: AugmentConfig | None = None,
+        captions_per_epoch: Literal["all", "one"] = "all",
     ) -> None:
         super().__init__()
         if image_size <= 0 or batch_size <= 0:
             raise ConfigError(f"data.image_size={image_size} and data.batch_size={batch_size} must be positive")
+        if captions_per_epoch not in ("all", "one"):
+            raise ConfigError(f"data.captions_per_epoch={captions_per_epoch!r}: 'all' or 'one'")
         self.source = source
         self.image_size = image_size
         self.batch_size = batch_size
@@ -101,6 +125,12 @@ class ImageTextDataModule(ResumableDataModule):
         self.val_split = val_split
         self.test_split = test_split
         self.seed = seed
+        self.preprocess = preprocess
+        self.augment = augment
+        self.captions_per_epoch = captions_per_epoch
+        # Built here, so that a value timm refuses fails at once (a ConfigError naming it).
+        self.eval_transform = build_eval_transform(image_size, preprocess) if preprocess is not None else None
+        self.train_transform = build_train_transform(image_size, augment, preprocess) if augment is not None else None
         self.datasets: dict[str, ImageTextDataset] | None = None
 
     @cached_property
@@ -110,14 +140,11 @@ class ImageTextDataModule(ResumableDataModule):
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The configured local tokenizer, or a word-level one trained on the training split's texts."""
+        """The configured tokenizer, or a word-level one trained on the training split's texts."""
         if self.tokenizer_path is None:
             train = self.manifest.dataset(self._split("train"))
             return train_word_tokenizer(text for batch in train.iter(batch_size=8192) for text in batch["text"])
-        path = Path(self.tokenizer_path).expanduser()
-        if not (path / "tokenizer_config.json").is_file():
-            raise ConfigError(f"data.tokenizer={self.tokenizer_path!r}: no tokenizer_config.json in that directory")
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        return load_tokenizer(self.tokenizer_path, "data.tokenizer")
 
     @property
     def spec(self) -> DataSpec:
@@ -129,6 +156,7 @@ class ImageTextDataModule(ResumableDataModule):
             pad_token_id=int(self.tokenizer.pad_token_id),
             image_size=self.image_size,
             class_names=names,
+            tokenizer=self.tokenizer_path,
         )
 
     def prepare_data(self) -> None:
@@ -147,12 +175,7 @@ class ImageTextDataModule(ResumableDataModule):
             path = write_bad_record_report(report_dir, bad)
             counts = dict(Counter(r.reason for r in bad))
             log.warning("skipped %d bad records %s; listed in %s", len(bad), counts, path)
-        self.datasets = {
-            split: ImageTextDataset(
-                manifest.dataset(split), split, self.image_size, self.source.max_pixels, self.skip_bad, report_dir
-            )
-            for split in manifest.splits
-        }
+        self.datasets = {split: self._split_dataset(split, self.eval_transform) for split in manifest.splits}
 
     def teardown(self, stage: str | None = None) -> None:
         """Fold the load-time findings (``bad_records_load.jsonl``) into the run's ``bad_records.json``."""
@@ -169,9 +192,12 @@ class ImageTextDataModule(ResumableDataModule):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def train_dataloader(self) -> ResumableDataLoader:
-        """Shuffled each epoch from (seed, epoch); its position is saved in checkpoints for exact resume."""
-        dataset = self._dataset(self._split("train"))
-        return self._resumable_loader(dataset, self.batch_size, self.seed, **self._loader_kwargs())
+        """Shuffled each epoch from (seed, epoch); its position is saved in checkpoints for exact resume. Its keys
+        carry (index, epoch, seed), from which the augmentation and the caption of each image are drawn."""
+        self.setup()
+        rows = self._split_dataset(self._split("train"), self.train_transform)
+        train = OneCaptionPerImage(rows) if self.captions_per_epoch == "one" else rows
+        return self._resumable_loader(train, self.batch_size, self.seed, sample_keys=True, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         split = self.val_split or ("val" if "val" in self.manifest.splits else None)
@@ -195,6 +221,12 @@ class ImageTextDataModule(ResumableDataModule):
                 "data.val_split / data.test_split, or split by image with data.source.resplit: true"
             )
         return name
+
+    def _split_dataset(self, split: str, transform: ImageTransform | None) -> ImageTextDataset:
+        manifest, max_pixels = self.manifest.dataset(split), self.source.max_pixels
+        return ImageTextDataset(
+            manifest, split, self.image_size, max_pixels, self.skip_bad, self._report_dir(), transform
+        )
 
     def _dataset(self, split: str) -> ImageTextDataset:
         self.setup()

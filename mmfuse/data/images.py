@@ -114,19 +114,23 @@ def check_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
             raise BadImageError(f"{path}: the image data does not decode ({err})") from err
 
 
-def decode_image(path: str | Path, image_size: int | None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``path`` to an upright RGB image, resized and centre-cropped to ``image_size`` (None = native size).
+def decode_image(
+    path: str | Path, image_size: int | None, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_side: int | None = None
+) -> Image.Image:
+    """Decode ``path`` to an upright RGB image, resized and centre-cropped to ``image_size`` (None = not resized).
 
     A JPEG is decoded directly at the smallest 1/2^k scale that keeps both sides >= ``image_size`` (``draft``),
-    which is exact for the resize that follows and much faster for large photos.
+    which is exact for the resize that follows and much faster for large photos. Without ``image_size``,
+    ``draft_side`` does the same for a transform that resizes the image itself (None = native size).
 
     Raises:
         BadImageError: ``missing_file``, ``too_many_pixels`` or ``corrupt_image``, naming the file.
     """
+    side = image_size or draft_side
     with open_image(path, max_pixels) as image:
         try:
-            if image_size is not None and image.format == "JPEG":
-                image.draft(None, (image_size, image_size))
+            if side is not None and image.format == "JPEG":
+                image.draft(None, (side, side))
             image.load()
             if image.getexif().get(_ORIENTATION, 1) != 1:
                 image = ImageOps.exif_transpose(image)

@@ -4,11 +4,18 @@
 checkpoint and restores on ``fit(ckpt_path=...)``. Its order depends only on ``(seed, epoch)``: the sampler and
 the worker seeds use their own generators, never the global RNG, so a resumed run draws exactly what an
 uninterrupted one would have drawn.
+
+With ``sample_keys=True`` the sampler hands the dataset :class:`SampleKey` s (index, epoch, seed) instead of bare
+indices, so that a dataset's own randomness (augmentation, which caption of an image) can be a function of
+(seed, epoch, index) alone: the epoch reaches the dataset even in persistent workers, which outlive an epoch, and
+the rest of an epoch resumed mid-way draws what it would have drawn.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,24 +23,56 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mmfuse.errors import ConfigError
 
-__all__ = ["ResumableDataLoader", "ResumableSampler"]
+__all__ = ["ResumableDataLoader", "ResumableSampler", "SampleKey", "sample_seed"]
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """What a keyed sampler hands a dataset for one example: its index, and the epoch and seed of the run."""
+
+    index: int
+    epoch: int = 0
+    seed: int = 0
+
+
+def sample_seed(purpose: str, seed: int, epoch: int, item: Any) -> int:
+    """A 63-bit seed from (purpose, seed, epoch, item), the same in every process and worker (unlike ``hash``).
+
+    Example:
+        >>> sample_seed("augment", 0, 1, 5) == sample_seed("augment", 0, 1, 5) != sample_seed("augment", 0, 2, 5)
+        True
+    """
+    digest = hashlib.blake2b(f"{purpose}/{seed}/{epoch}/{item}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 class ResumableSampler(DistributedSampler):
     """A ``DistributedSampler`` (one process is a world of one) that can begin an epoch part-way through.
 
     ``start`` indices of this rank's shard are skipped by the next iteration only; later epochs start at 0.
-    Being a ``DistributedSampler``, Lightning keeps it as it is under DDP instead of replacing it.
+    Being a ``DistributedSampler``, Lightning keeps it as it is under DDP instead of replacing it. With
+    ``sample_keys`` it yields :class:`SampleKey` s instead of indices.
     """
 
-    def __init__(self, dataset: Any, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        dataset: Any,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        sample_keys: bool = False,
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.start = 0
+        self.sample_keys = sample_keys
 
-    def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())  # (seed, epoch)-determined order, this rank's shard
-        start, self.start = self.start, 0
-        return iter(indices[start:])
+    def __iter__(self) -> Iterator[Any]:
+        indices = list(super().__iter__())[self.start :]  # (seed, epoch)-determined order, this rank's shard
+        self.start = 0
+        if self.sample_keys:
+            return iter([SampleKey(index, int(self.epoch), int(self.seed)) for index in indices])
+        return iter(indices)
 
 
 class ResumableDataLoader(DataLoader):
@@ -46,6 +85,7 @@ class ResumableDataLoader(DataLoader):
         seed: base seed of the order and of the worker seeds.
         num_replicas: number of processes sharing the data.
         rank: this process's rank.
+        sample_keys: hand the dataset :class:`SampleKey` s (index, epoch, seed) instead of indices.
         **kwargs: other ``DataLoader`` arguments (``num_workers``, ``collate_fn``, ``drop_last``...).
     """
 
@@ -57,9 +97,10 @@ class ResumableDataLoader(DataLoader):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        sample_keys: bool = False,
         **kwargs: Any,
     ) -> None:
-        sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        sampler = ResumableSampler(dataset, num_replicas, rank, shuffle, seed, sample_keys)
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **kwargs)
         self.sampler: ResumableSampler
         self.batches_done = 0  # batches of the current epoch handed out so far

@@ -3,25 +3,39 @@
 An objective is an ``nn.Module`` holding one torchmetrics object per stage (``train``, ``val``, ``test``). It works on
 the pure :class:`~mmfuse.models.ImageTextModel` and a :class:`~mmfuse.types.Batch`, never on Lightning: the
 LightningModule calls it, logs what it returns and steps the optimiser. Objectives are looked up by the model
-config's ``task`` in :data:`TASKS`.
+config's ``task`` in :data:`TASKS`; the metrics come from ``model.metrics`` (:class:`~mmfuse.config.MetricsConfig`).
+
+Predictions of a whole split (``mmfuse predict``) take two steps: :meth:`TaskObjective.prediction_state` keeps what
+each batch's :meth:`~TaskObjective.predict` output needs (e.g. the top classes), and once every batch of every
+process is in, :meth:`TaskObjective.prediction_rows` turns the split into one JSON-ready row per example.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
-from mmfuse.config import ModelConfig
+from mmfuse.config import MetricsConfig, ModelConfig
 from mmfuse.errors import ConfigError
 from mmfuse.models import ImageTextModel
 from mmfuse.registry import Registry
 from mmfuse.types import Batch
 
-__all__ = ["STAGES", "Stage", "TASKS", "StepOutput", "TaskObjective", "build_objective", "epoch_values"]
+__all__ = [
+    "STAGES",
+    "Stage",
+    "TASKS",
+    "SplitPredictions",
+    "StepOutput",
+    "TaskObjective",
+    "build_objective",
+    "check_metric_names",
+    "epoch_values",
+]
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -39,6 +53,27 @@ class StepOutput:
 
     loss: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class SplitPredictions:
+    """The predictions of a whole split, one row per example (repeats dropped), in row-index order.
+
+    Attributes:
+        outputs: what :meth:`TaskObjective.prediction_state` kept, each (S, ...).
+        indices: (S,) long row index of each example in its split.
+        labels: (S,) long labels (-1 = none), or None when the data has none.
+        image_ids: (S,) long image identity (equal for the captions of one image), or None.
+        image_names: the data's own image id of each example (e.g. a file name), or None.
+        class_names: the label names, index-aligned; () = none known.
+    """
+
+    outputs: dict[str, Tensor]
+    indices: Tensor
+    labels: Tensor | None = None
+    image_ids: Tensor | None = None
+    image_names: list[str] | None = None
+    class_names: Sequence[str] = ()
 
 
 class TaskObjective(nn.Module):
@@ -78,27 +113,75 @@ class TaskObjective(nn.Module):
         """Per-example predictions of a batch."""
         raise NotImplementedError
 
+    def prediction_state(self, outputs: dict[str, Tensor], top_k: int) -> dict[str, Tensor]:
+        """What of a batch's :meth:`predict` output is kept until the split is complete, each (B, ...)."""
+        return outputs
 
-TASKS: Registry[Callable[[ModelConfig], TaskObjective]] = Registry("task")
+    def prediction_rows(self, predictions: SplitPredictions, top_k: int) -> list[dict[str, Any]]:
+        """JSON-ready rows of a whole split's predictions (``top_k`` classes or candidates each)."""
+        raise NotImplementedError
+
+    def epoch_values(self, stage: Stage, model: ImageTextModel | None = None) -> dict[str, Tensor]:
+        """See :func:`epoch_values`."""
+        metric = self.metric(stage)
+        children = list(metric.values()) if isinstance(metric, MetricCollection) else [metric]
+        if not any(isinstance(child, Metric) and child.update_called for child in children):
+            return {}
+        value = self.compute_metric(metric, model)
+        metric.reset()
+        return value if isinstance(value, dict) else {"acc": value}
+
+    def compute_metric(self, metric: StageMetric, model: ImageTextModel | None) -> Tensor | dict[str, Tensor]:
+        """A stage metric's value over the epoch; ``model`` is there for metrics that run part of it again."""
+        value: Tensor | dict[str, Tensor] = metric.compute()
+        return value
 
 
-def build_objective(cfg: ModelConfig) -> TaskObjective:
-    """The objective of ``cfg.task``, sized from the resolved config (e.g. ``cfg.head.num_classes``)."""
+TASKS: Registry[Callable[[ModelConfig, MetricsConfig, Sequence[str]], TaskObjective]] = Registry("task")
+
+
+def build_objective(
+    cfg: ModelConfig, metrics: MetricsConfig = MetricsConfig(), class_names: Sequence[str] = ()
+) -> TaskObjective:
+    """The objective of ``cfg.task``, sized from the resolved config (e.g. ``cfg.head.num_classes``).
+
+    Args:
+        cfg: the resolved model config.
+        metrics: which metrics to compute (``model.metrics``).
+        class_names: the data's label names, index-aligned (per-class metrics and predictions name them).
+    """
     try:
         objective_cls = TASKS.get(cfg.task)
     except KeyError as err:
         raise ConfigError(f"model.task: {err.args[0]}") from None
-    return objective_cls(cfg)
+    if metrics.rerank_k < 0 or (metrics.rerank_k and cfg.task != "retrieval"):
+        raise ConfigError(
+            f"model.metrics.rerank_k={metrics.rerank_k}: re-ranking applies to model.task: retrieval only, with a "
+            f"positive number of candidates (this model's task is {cfg.task!r}; 0 = off)"
+        )
+    return objective_cls(cfg, metrics, class_names)
 
 
-def epoch_values(objective: TaskObjective, stage: Stage) -> dict[str, Tensor]:
+def check_metric_names(task: str, metrics: MetricsConfig, known: Sequence[str], default: Sequence[str]) -> list[str]:
+    """The metric names to build for ``task``: ``metrics.names``, else ``default``.
+
+    Raises:
+        ConfigError: a name the task does not know; the message lists the known ones.
+    """
+    names = list(default if metrics.names is None else metrics.names)
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"model.metrics.names: unknown metric {name!r} for model.task={task!r}; known: {', '.join(known)}"
+            )
+    if not names:
+        raise ConfigError(f"model.metrics.names is empty; name at least one of: {', '.join(known)}")
+    return names
+
+
+def epoch_values(objective: TaskObjective, stage: Stage, model: ImageTextModel | None = None) -> dict[str, Tensor]:
     """The stage's metric over the epoch (synchronised across processes by torchmetrics), then reset; ``{}`` when
     the stage saw no batch. A metric that computes one value is named ``acc``; a collection's values keep their
-    names."""
-    metric = objective.metric(stage)
-    children = list(metric.values()) if isinstance(metric, MetricCollection) else [metric]
-    if not any(isinstance(child, Metric) and child.update_called for child in children):
-        return {}
-    value = metric.compute()
-    metric.reset()
-    return value if isinstance(value, dict) else {"acc": value}
+    names. ``model`` lets retrieval re-rank with its matching head (``model.metrics.rerank_k``); without it only the
+    contrastive ranking is measured."""
+    return objective.epoch_values(stage, model)

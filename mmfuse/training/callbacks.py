@@ -1,4 +1,4 @@
-"""Callbacks that observe a run without touching the model."""
+"""Callbacks: a run summary (observes only), and the encoders' freeze schedule and weight EMA of ``model.optim``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import time
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from mmfuse.errors import ConfigError
 from mmfuse.types import Batch
 
-__all__ = ["RunSummary"]
+__all__ = ["EMAWeights", "EncoderFreezeSchedule", "RunSummary"]
 
 
 class RunSummary(L.Callback):
@@ -48,3 +52,109 @@ class RunSummary(L.Callback):
             rows.append(("train samples/s", f"{self.train_samples / self.fit_seconds:.1f}"))
             rows.append(("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}"))
         return rows
+
+
+class EncoderFreezeSchedule(L.Callback):
+    """Keeps the encoders frozen for the first ``steps`` optimizer steps (or ``epochs`` epochs), then trains them.
+
+    Whether they are frozen is read from the trainer's ``global_step`` (or ``current_epoch``) at the start of every
+    training batch, so a resumed run freezes and unfreezes exactly where an uninterrupted one does. Frozen means: the
+    encoders' trainable parameters get ``requires_grad=False`` (no gradient, so AdamW skips them: no update, no
+    weight decay; they sit in the optimizer from the start, so its state and groups never change shape), and the
+    encoders run in eval mode (BatchNorm statistics fixed, no dropout). Parameters frozen for good
+    (``speed.freeze_vision``/``freeze_text``, parameters no output reaches) are never touched; after ``fit`` every
+    parameter this schedule froze is trainable again.
+
+    A callback rather than LightningModule hooks: the module stays orchestration only, and the schedule's state
+    lives in one place. The module returns it from ``configure_callbacks`` (``model.optim.unfreeze_after_*``).
+
+    Args:
+        steps: optimizer steps with frozen encoders.
+        epochs: epochs with frozen encoders (exclusive with ``steps``).
+    """
+
+    def __init__(self, steps: int | None = None, epochs: int | None = None) -> None:
+        if (steps is None) == (epochs is None):
+            raise ValueError(f"EncoderFreezeSchedule takes steps or epochs, not steps={steps}, epochs={epochs}")
+        self.steps = steps
+        self.epochs = epochs
+        self._encoders: list[nn.Module] = []
+        self._params: list[nn.Parameter] = []
+        self._frozen: bool | None = None
+
+    def is_frozen(self, trainer: L.Trainer) -> bool:
+        """Whether the encoders are frozen for the trainer's next optimizer step."""
+        if self.steps is not None:
+            return trainer.global_step < self.steps
+        assert self.epochs is not None
+        return trainer.current_epoch < self.epochs
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        model: Any = pl_module.model
+        encoders = [e for e in (model.vision, model.text) if e is not None]
+        self._params = [p for encoder in encoders for p in encoder.parameters() if p.requires_grad]
+        self._encoders = [e for e in encoders if any(p.requires_grad for p in e.parameters())]
+        self._frozen = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        wrapped = getattr(trainer.strategy, "model", None)
+        if isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters:
+            when = (
+                f"unfreeze_after_steps={self.steps}"
+                if self.steps is not None
+                else f"unfreeze_after_epochs={self.epochs}"
+            )
+            raise ConfigError(
+                f"model.optim.{when} under DDP: frozen encoders get no gradients, which DDP must be told about; use "
+                "trainer.strategy: ddp_find_unused_parameters_true"
+            )
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        frozen = self.is_frozen(trainer)
+        if frozen != self._frozen:
+            for p in self._params:
+                p.requires_grad_(not frozen)
+            if not frozen:
+                for encoder in self._encoders:
+                    encoder.train(pl_module.training)
+            self._frozen = frozen
+        if frozen:
+            for encoder in self._encoders:
+                if encoder.training:  # put back in training mode by LightningModule.train() (after validation)
+                    encoder.eval()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            for p in self._params:
+                p.requires_grad_(True)
+            for encoder in self._encoders:
+                encoder.train(pl_module.training)
+            self._frozen = None
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's :class:`~lightning.pytorch.callbacks.EMAWeightAveraging` (an exponential moving average of every
+    parameter and buffer, updated after each optimizer step), with the EMA weights kept in the model for the whole
+    validation: Lightning swaps the raw weights back in the callbacks' ``on_validation_epoch_end``, before the
+    LightningModule's own, where retrieval re-ranks with the model; here they come back at ``on_validation_end``
+    (before any checkpoint callback saves).
+
+    Checkpoints hold the EMA as their ``state_dict`` (what ``load_from_checkpoint``, ``validate``/``test`` and the
+    saved ``model/`` use) and the raw weights as ``current_model_state`` (what a resumed run continues from).
+
+    Args:
+        decay: EMA decay per optimizer step.
+    """
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(decay=decay)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass  # not yet: see on_validation_end
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_epoch_end(trainer, pl_module)  # swaps the raw weights back in

@@ -17,6 +17,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 
 from mmfuse.config import (
     FusionConfig,
+    MetricsConfig,
     ModelConfig,
     OptimConfig,
     SpeedConfig,
@@ -29,7 +30,9 @@ from mmfuse.errors import ConfigError
 from mmfuse.heads import ClassificationHeadConfig, ContrastiveHeadConfig
 from mmfuse.models import ImageTextModel
 from mmfuse.tasks import Stage, build_objective, epoch_values
+from mmfuse.training.callbacks import EMAWeights, EncoderFreezeSchedule
 from mmfuse.training.checkpointing import UnsafeCheckpointError
+from mmfuse.training.optim import check_optim_config, param_groups
 from mmfuse.types import Batch, DataSpec
 
 __all__ = ["FusionLitModule"]
@@ -43,8 +46,9 @@ class FusionLitModule(L.LightningModule):
     The model's fields sit at the top of the ``model:`` section of an experiment YAML (``model.task``,
     ``model.vision``, ``model.fusion``...); values the data determines (classes, vocabulary, image size) come from
     ``data_spec``. Logged: ``train/loss`` (and the task's loss parts), ``{val,test}/loss``, and per epoch the task's
-    metrics: ``acc`` (accuracy; for VQA the soft VQA accuracy), or for retrieval ``train/itm_acc`` and
-    ``{val,test}/t2i_r{1,5,10}``, ``i2t_r{1,5,10}`` and ``r_mean``.
+    metrics (``model.metrics``): by default ``acc`` (accuracy; for VQA the soft VQA accuracy), or for retrieval
+    ``train/itm_acc`` and ``{val,test}/t2i_r{1,5,10}``, ``i2t_r{1,5,10}`` and ``r_mean`` (plus ``..._itm`` with
+    re-ranking).
 
     Args:
         width: common width D of encoders and fusion.
@@ -56,6 +60,8 @@ class FusionLitModule(L.LightningModule):
         contrastive: the contrastive head of ``task: retrieval``.
         optim: optimiser and schedule.
         speed: compile, channels-last, activation checkpointing, frozen encoders, TF32.
+        metrics: the epoch metrics to log (``model.metrics.names``; default ``acc``) and retrieval's ITM re-ranking
+            (``model.metrics.rerank_k``); see :class:`~mmfuse.config.MetricsConfig`.
         data_spec: facts about the data; the CLI links it from the data module.
     """
 
@@ -70,6 +76,7 @@ class FusionLitModule(L.LightningModule):
         contrastive: ContrastiveHeadConfig = ContrastiveHeadConfig(),
         optim: OptimConfig = OptimConfig(),
         speed: SpeedConfig = SpeedConfig(),
+        metrics: MetricsConfig = MetricsConfig(),
         data_spec: DataSpec | None = None,
     ) -> None:
         super().__init__()
@@ -79,15 +86,19 @@ class FusionLitModule(L.LightningModule):
         parts |= {"fusion": _as_dict(fusion), "head": _as_dict(head), "contrastive": _as_dict(contrastive)}
         # Checkpoints hold plain dicts, so loading them needs no pickled classes.
         self.save_hyperparameters(
-            {**parts, "optim": _as_dict(optim), "speed": _as_dict(speed), "data_spec": _as_dict(data_spec)}
-        )
+            {**parts, "optim": _as_dict(optim), "speed": _as_dict(speed), "metrics": _as_dict(metrics),
+             "data_spec": _as_dict(data_spec)}
+        )  # fmt: skip
         data_spec = config_from_dict(DataSpec, _as_dict(data_spec))
         self.model_cfg = resolve_model_config(config_from_dict(ModelConfig, parts), data_spec)
         self.optim = config_from_dict(OptimConfig, _as_dict(optim))
         self.speed = config_from_dict(SpeedConfig, _as_dict(speed))
         self.model = ImageTextModel(self.model_cfg)
         apply_speed_switches(self.model, self.speed)
-        self.objective = build_objective(self.model_cfg)  # the task's loss and one metric per stage
+        check_optim_config(self.model, self.optim)  # lr_mult names, layer_decay: before any training
+        self.metrics = config_from_dict(MetricsConfig, _as_dict(metrics))
+        # the task's loss and one metric (collection) per stage
+        self.objective = build_objective(self.model_cfg, self.metrics, data_spec.class_names)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -153,15 +164,11 @@ class FusionLitModule(L.LightningModule):
         return self.objective.predict(self.model, self._prepared(batch))
 
     def configure_optimizers(self) -> Any:
+        """AdamW over the parameter groups of :func:`~mmfuse.training.optim.param_groups` (learning-rate multiplier
+        per module, layer decay in the encoders, no weight decay on norms, biases and embeddings), warm-up then
+        cosine or constant, stepped every optimizer step."""
         cfg = self.optim
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]  # biases and norm weights
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=cfg.betas,
-            fused=cfg.fused,
-        )
+        optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=cfg.betas, fused=cfg.fused)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(cfg.warmup_ratio * total)
         if cfg.schedule == "cosine":
@@ -169,6 +176,20 @@ class FusionLitModule(L.LightningModule):
         else:
             scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """What ``model.optim`` asks of ``fit``: the encoders' freeze schedule and an EMA of the weights (validation
+        runs on the EMA, checkpoints hold it as their ``state_dict`` and the raw weights as
+        ``current_model_state``)."""
+        if self.trainer.state.fn != "fit":
+            return []
+        cfg = self.optim
+        callbacks: list[L.Callback] = []
+        if cfg.unfreeze_after_steps is not None or cfg.unfreeze_after_epochs is not None:
+            callbacks.append(EncoderFreezeSchedule(steps=cfg.unfreeze_after_steps, epochs=cfg.unfreeze_after_epochs))
+        if cfg.ema_decay is not None:
+            callbacks.append(EMAWeights(decay=cfg.ema_decay))
+        return callbacks
 
     def _prepared(self, batch: Batch) -> Batch:
         if not self.speed.channels_last:
@@ -181,7 +202,7 @@ class FusionLitModule(L.LightningModule):
 
     def _log_epoch(self, stage: Stage) -> None:
         """The stage's epoch metrics (already gathered over processes by torchmetrics)."""
-        for name, value in epoch_values(self.objective, stage).items():
+        for name, value in epoch_values(self.objective, stage, self.model).items():
             self.log(f"{stage}/{name}", value, prog_bar=name in _PROGRESS_BAR, sync_dist=True)
 
 
@@ -195,8 +216,10 @@ def apply_speed_switches(model: ImageTextModel, speed: SpeedConfig) -> None:
     if speed.activation_checkpointing:
         vision: Any = model.vision  # a timm backbone / transformers model inside: duck-typed switches
         text: Any = model.text
-        if vision is not None and hasattr(vision.backbone, "set_grad_checkpointing"):
-            vision.backbone.set_grad_checkpointing(True)
+        # the encoder's own switch (a torchvision graph: one segment), else its timm backbone's (block by block)
+        checkpointed = vision if hasattr(vision, "set_grad_checkpointing") else getattr(vision, "backbone", None)
+        if checkpointed is not None and hasattr(checkpointed, "set_grad_checkpointing"):
+            checkpointed.set_grad_checkpointing(True)
         if text is not None and hasattr(text.model, "gradient_checkpointing_enable"):
             text.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if speed.channels_last and model.vision is not None:

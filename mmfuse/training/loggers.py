@@ -1,15 +1,80 @@
-"""A CSV logger that continues a resumed run's ``metrics.csv`` instead of deleting it."""
+"""The run's loggers: a CSV logger that continues a resumed run's ``metrics.csv`` instead of deleting it, and the
+optional experiment trackers (Weights & Biases, MLflow) logged to beside it (``trackers:`` in an experiment YAML).
+"""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 
-__all__ = ["ResumableCSVLogger"]
+from mmfuse.errors import ConfigError
+
+__all__ = ["ResumableCSVLogger", "TrackersConfig", "build_trackers"]
+
+
+@dataclass(frozen=True)
+class TrackersConfig:
+    """Experiment trackers that get the same hyperparameters and metrics as ``metrics.csv`` (which is always
+    written: ``mmfuse runs`` reads it).
+
+    Attributes:
+        wandb: log to Weights & Biases (``pip install 'mmfuse[wandb]'``); its files go to ``<run directory>/wandb``.
+        mlflow: log to MLflow (``pip install 'mmfuse[mlflow]'``).
+        project: the W&B project and the MLflow experiment name. Each run is named after its run directory
+            (``<trainer.default_root_dir name>/version_N``).
+        wandb_offline: W&B writes locally only (upload later with ``wandb sync <run directory>/wandb/offline-run-*``);
+            false logs online (needs ``wandb login``).
+        mlflow_tracking_uri: where MLflow records runs; None = a local SQLite store,
+            ``sqlite:///<trainer.default_root_dir>/mlflow.db`` (view it with ``mlflow ui --backend-store-uri ...``).
+    """
+
+    wandb: bool = False
+    mlflow: bool = False
+    project: str = "mmfuse"
+    wandb_offline: bool = True
+    mlflow_tracking_uri: str | None = None
+
+
+def build_trackers(cfg: TrackersConfig, root: str | Path, run_dir: str | Path) -> list[Logger]:
+    """The Lightning loggers of the trackers ``cfg`` turns on, for the run in ``run_dir`` under ``root``.
+
+    Raises:
+        ConfigError: a tracker's package is not installed (the message names the extra to install).
+    """
+    loggers: list[Logger] = []
+    run_dir = Path(run_dir).resolve()
+    name = f"{Path(root).resolve().name}/{run_dir.name}"
+    if cfg.wandb:
+        _require("wandb", "trackers.wandb")
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(
+            WandbLogger(name=name, save_dir=str(run_dir), project=cfg.project, offline=cfg.wandb_offline,
+                        tags=[run_dir.name], notes=f"mmfuse run directory: {run_dir}")
+        )  # fmt: skip
+    if cfg.mlflow:
+        _require("mlflow", "trackers.mlflow")
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        local = cfg.mlflow_tracking_uri is None  # the default store: a file beside the runs, artifacts too
+        uri = f"sqlite:///{Path(root).resolve() / 'mlflow.db'}" if local else cfg.mlflow_tracking_uri
+        loggers.append(
+            MLFlowLogger(experiment_name=cfg.project, run_name=name, tracking_uri=uri,
+                         artifact_location=str(Path(root).resolve() / "mlartifacts") if local else None,
+                         tags={"mmfuse.run_dir": str(run_dir)})
+        )  # fmt: skip
+    return loggers
+
+
+def _require(package: str, field: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"{field}=true needs the {package} package: pip install 'mmfuse[{package}]'")
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -16,6 +16,7 @@ from mmfuse.data.bad_records import LOAD_REPORT_FILE, REPORT_FILE, BadRecordErro
 from mmfuse.data.files import ImageTextDataModule
 from mmfuse.data.formats import FileSourceConfig
 from mmfuse.data.image_text import ImageTextDataset
+from mmfuse.data.transforms import AugmentConfig, PreprocessConfig
 from mmfuse.data.vqa import UNKNOWN_ANSWER
 from mmfuse.types import Batch
 from tests.data._make import (
@@ -244,3 +245,79 @@ def test_the_data_module_is_configurable_from_yaml_values(tmp_path: Path) -> Non
     assert cfg.data.source.format == "captions_csv" and cfg.data.image_size == 224 and cfg.data.skip_bad
     with pytest.raises(Exception, match="format"):
         parser.parse_args(["--data={source: {format: parquet, root: /x}, image_size: 224}"])
+
+
+def _epoch_rows(dm: ImageTextDataModule, epoch: int) -> list[tuple[int, str]]:
+    """(image id hash, caption) of every training example of one epoch."""
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    rows = []
+    for batch in loader:
+        assert batch.image_ids is not None and batch.indices is not None
+        captions = dm.datasets["train"].manifest[batch.indices.tolist()]["text"]  # type: ignore[index]
+        rows += list(zip(batch.image_ids.tolist(), captions, strict=True))
+    return rows
+
+
+def test_one_caption_per_image_per_epoch(tmp_path: Path) -> None:
+    root = captions_dataset(tmp_path / "caps", num_images=8, captions_per_image=5)
+    source = FileSourceConfig(format="captions_csv", root=str(root), split_sizes={"train": 6, "test": 2})
+
+    def module(**kwargs: Any) -> ImageTextDataModule:
+        return ImageTextDataModule(source, image_size=8, batch_size=2, cache_dir=str(tmp_path / "cache"), **kwargs)
+
+    dm = module(captions_per_epoch="one", seed=1)
+    epochs = [_epoch_rows(dm, epoch) for epoch in range(3)]
+    for rows in epochs:
+        assert len(rows) == len({image for image, _ in rows}) == 6  # every training image once
+        assert all(caption.startswith(f"picture {caption.split()[1]} caption") for _, caption in rows)
+    chosen = [dict(rows) for rows in epochs]
+    assert chosen[0] != chosen[1] != chosen[2]  # other captions in other epochs
+    assert dict(_epoch_rows(module(captions_per_epoch="one", seed=1), 1)) == chosen[1]  # same (seed, epoch)
+    assert dict(_epoch_rows(module(captions_per_epoch="one", seed=2), 1)) != chosen[1]
+    assert len(_epoch_rows(module(), 0)) == 30  # default "all": every caption
+    assert _rows(dm.test_dataloader()) == 10  # evaluation keeps every caption
+    with pytest.raises(Exception, match="captions_per_epoch"):
+        module(captions_per_epoch="two")
+
+
+def test_the_command_line_fills_preprocess_from_the_vision_encoder(tmp_path: Path) -> None:
+    from jsonargparse import Namespace
+
+    from mmfuse.cli import _default_preprocess, build_from_config
+    from tests.conftest import REPO, TINY_CLI_ARGS
+
+    root = captions_dataset(tmp_path / "caps", num_images=4)
+    experiment = tmp_path / "files.yaml"
+    experiment.write_text((REPO / "experiments" / "shapes_color.yaml").read_text().split("\ndata:")[0])
+    source = {"format": "captions_csv", "root": str(root), "split_sizes": {"train": 2, "test": 2}}
+    args = [f"--data={json.dumps({'class_path': 'ImageTextDataModule', 'init_args': {'source': source}})}",
+            "--data.image_size=32", f"--data.cache_dir={tmp_path / 'cache'}", "--model.task=retrieval",
+            *TINY_CLI_ARGS[:3]]  # fmt: skip
+    dm = build_from_config(experiment, args).datamodule
+    assert isinstance(dm, ImageTextDataModule) and dm.preprocess == PreprocessConfig(crop_pct=0.95)  # resnet18's
+    given = build_from_config(experiment, [*args, "--data.preprocess.crop_pct=0.5"]).datamodule
+    assert isinstance(given, ImageTextDataModule) and given.preprocess == PreprocessConfig(crop_pct=0.5)  # kept
+    config = Namespace(model=Namespace(vision=Namespace(model_name="torchvision:resnet18", img_size=None,
+                                                        model_kwargs={})),
+                       data=Namespace(init_args=Namespace(image_size=32, preprocess=None)))  # fmt: skip
+    _default_preprocess(config)
+    assert config.data.init_args.preprocess.interpolation == "bilinear"
+    assert config.data.init_args.preprocess.crop_pct == 0.875
+
+
+def test_augment_and_captions_are_yaml_values(tmp_path: Path) -> None:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ImageTextDataModule, "data")
+    values = ("{source: {format: captions_csv, root: /x}, image_size: 32, captions_per_epoch: one, "
+              "augment: {scale: [0.5, 1.0], auto_augment: rand-m9-mstd0.5, re_prob: 0.25}}")  # fmt: skip
+    dm = parser.instantiate_classes(parser.parse_args([f"--data={values}"])).data
+    assert dm.captions_per_epoch == "one" and dm.augment == AugmentConfig(
+        scale=(0.5, 1.0), auto_augment="rand-m9-mstd0.5", re_prob=0.25
+    )
+    assert dm.train_transform is not None and dm.train_transform.decode_side == 46  # ceil(32 / sqrt(0.5))
+    with pytest.raises(Exception, match="flip_prob"):
+        parser.parse_args(["--data={source: {format: captions_csv, root: /x}, image_size: 32}",
+                           "--data.augment={flip_prob: 0.5}"])  # fmt: skip

@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torchmetrics.retrieval import RetrievalRecall as TorchmetricsRecall
 
-from mmfuse.metrics import RetrievalRecall, recall_at_k
+from mmfuse.metrics import RetrievalRecall, recall_at_k, rerank_top_k
+from mmfuse.types import EncoderOutput
 
 # 3 images (columns), 7 captions (rows): image 0 has captions 0-2, image 1 captions 3-4, image 2 captions 5-6.
 TEXT_IMAGES = torch.tensor([0, 0, 0, 1, 1, 2, 2])
@@ -106,11 +107,11 @@ def _free_port() -> int:
 def _ddp_worker(rank: int, port: int, results: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    metric = RetrievalRecall(ks=(1, 2, 3))
+    metric = RetrievalRecall(ks=(1, 2, 3), rerank_k=3)
     # A distributed sampler's shards of the 7 rows, padded to 4 each by repeating row 0.
     shard = torch.tensor([[0, 2, 4, 6], [1, 3, 5, 0]][rank])
-    metric.update(*_rows(shard))
-    results[rank] = {k: float(v) for k, v in metric.compute().items()}
+    metric.update(*_rows(shard), *_features(TEXT_IMAGES[shard], shard))
+    results[rank] = {k: float(v) for k, v in metric.compute(pair_scorer=_oracle).items()}  # pairs split by rank
     dist.destroy_process_group()
 
 
@@ -124,3 +125,62 @@ def test_under_ddp_every_process_ranks_the_whole_split() -> None:
     assert by_rank[0] == by_rank[1]
     for key, value in EXPECTED.items():
         assert by_rank[0][key] == pytest.approx(value), key
+        assert by_rank[0][f"{key}_itm"] == 1.0, key
+
+
+def test_rerank_orders_the_top_k_by_the_second_scorer_and_keeps_the_rest() -> None:
+    first = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    second = torch.tensor([[0.0, 2.0, 1.0, 9.0], [5.0, 0.0, 1.0, 3.0]])  # column 3 of row 0 is outside its top 3
+
+    def pair_scores(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        return second[rows, columns]
+
+    order = rerank_top_k(first, 3, pair_scores).argsort(dim=1, descending=True)
+    # row 0: top 3 by first = {0, 1, 2}, reordered by second: 1, 2, 0; column 3 stays last despite its 9.
+    # row 1: top 3 = {3, 2, 1} -> by second: 3 (3.0), 2 (1.0), 1 (0.0); column 0 (first-stage last) stays last.
+    assert order.tolist() == [[1, 2, 0, 3], [3, 2, 1, 0]]
+
+
+def _features(own_images: torch.Tensor, rows: torch.Tensor) -> tuple[EncoderOutput, EncoderOutput]:
+    """Encoder outputs whose pooled vectors name the row's image (one-hot over 3 images) and text; the texts carry
+    padding, which the metric must drop and restore."""
+    image_pooled = torch.eye(3)[own_images]  # (B, 3)
+    image = EncoderOutput(tokens=image_pooled[:, None, :].repeat(1, 2, 1), mask=None, pooled=image_pooled)
+    lengths = 1 + rows % 3  # 1 to 3 real tokens
+    mask = torch.arange(3)[None, :] < lengths[:, None]  # (B, 3)
+    text_tokens = torch.eye(3)[own_images][:, None, :].repeat(1, 3, 1) * mask[..., None]
+    return image, EncoderOutput(tokens=text_tokens, mask=mask, pooled=torch.eye(3)[own_images])
+
+
+def _oracle(image: EncoderOutput, text: EncoderOutput) -> torch.Tensor:
+    """A matching head that knows the answer: the text's (unpadded) tokens point at its image."""
+    assert text.mask is not None
+    text_vector = (text.tokens * text.mask[..., None]).sum(1) / text.mask.sum(1, keepdim=True)  # (P, 3)
+    return (image.tokens.mean(1) * text_vector).sum(-1)  # (P,) 1 for the right pair, 0 otherwise
+
+
+def test_reranking_with_the_matching_head_fixes_what_the_contrastive_ranking_got_wrong() -> None:
+    metric = RetrievalRecall(ks=(1, 2, 3), rerank_k=3)
+    order = torch.tensor([4, 0, 6, 2, 1, 5, 3, 0, 4])  # with repeats, as a distributed sampler pads
+    for chunk in order.split(4):
+        metric.update(*_rows(chunk), *_features(TEXT_IMAGES[chunk], chunk))
+    got = metric.compute(pair_scorer=_oracle)
+    for key, value in EXPECTED.items():  # the contrastive ranking alone: as before
+        assert float(got[key]) == pytest.approx(value), key
+    for key in EXPECTED:  # re-ranked among all 3 images: every query finds its match first
+        assert float(got[f"{key}_itm"]) == 1.0, key
+    assert float(got["r_mean_itm"]) == 1.0
+
+
+def test_reranking_only_reorders_the_top_k() -> None:
+    metric = RetrievalRecall(ks=(1, 2, 3), rerank_k=1)  # top 1 of each query: the order is the contrastive one
+    rows = torch.arange(7)
+    metric.update(*_rows(rows), *_features(TEXT_IMAGES, rows))
+    got = metric.compute(pair_scorer=_oracle)
+    for key, value in EXPECTED.items():
+        assert float(got[f"{key}_itm"]) == pytest.approx(value), key
+
+
+def test_reranking_needs_the_encoder_outputs() -> None:
+    with pytest.raises(ValueError, match="encoder outputs"):
+        RetrievalRecall(rerank_k=2).update(*_rows(torch.arange(2)))

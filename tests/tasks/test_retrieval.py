@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmfuse.config import ModelConfig, resolve_model_config
+from mmfuse.config import MetricsConfig, ModelConfig, resolve_model_config
 from mmfuse.errors import ConfigError
+from mmfuse.metrics import RetrievalRecall
 from mmfuse.models import ImageTextModel
-from mmfuse.tasks import RetrievalObjective, build_objective, epoch_values
-from mmfuse.types import Batch
+from mmfuse.tasks import RetrievalObjective, SplitPredictions, build_objective, epoch_values, match_scorer
+from mmfuse.types import Batch, EncoderOutput
 from tests.conftest import TINY_SPEC, TINY_TEXT, TINY_VISION, random_text_batch
 
 
@@ -65,3 +66,58 @@ def test_predict_gives_embeddings_and_match_probabilities() -> None:
         out = build_objective(model.cfg).predict(model, _batch([0, 1, 2, 3]))
     assert out["image_embeds"].shape == out["text_embeds"].shape == (4, model.cfg.contrastive.embed_dim)
     assert out["match_prob"].shape == (4,) and bool(((out["match_prob"] >= 0) & (out["match_prob"] <= 1)).all())
+
+
+def _evaluated(model: ImageTextModel, metrics: MetricsConfig) -> RetrievalObjective:
+    objective = build_objective(model.cfg, metrics)
+    assert isinstance(objective, RetrievalObjective)
+    with torch.no_grad():
+        objective.evaluation_step(model, _batch([0, 0, 1, 2], [0, 1, 2, 3]), "val")
+        objective.evaluation_step(model, _batch([2, 3, 3, 4], [4, 5, 6, 7]), "val")
+    return objective
+
+
+def test_reranking_scores_the_top_pairs_with_the_models_matching_head() -> None:
+    model = _model().eval()
+    metric = _evaluated(model, MetricsConfig(rerank_k=2)).metric("val")
+    assert isinstance(metric, RetrievalRecall)
+    calls: list[int] = []
+    scorer = match_scorer(model)
+
+    def counting(image: EncoderOutput, text: EncoderOutput) -> torch.Tensor:
+        calls.append(image.tokens.shape[0])
+        return scorer(image, text)
+
+    with torch.no_grad():
+        values = metric.compute(pair_scorer=counting)
+    assert sum(calls) == 8 * 2 + 5 * 2  # each of 8 texts' top 2 images, each of 5 images' top 2 texts
+    assert {"t2i_r1_itm", "i2t_r10_itm", "r_mean_itm"} <= set(values)
+    torch.manual_seed(0)
+    objective = _evaluated(_model().eval(), MetricsConfig(rerank_k=2))  # the same model again (same seed)
+    through_objective = epoch_values(objective, "val", model)  # the objective passes the model's matching head
+    assert {k: float(v) for k, v in through_objective.items()} == {k: float(v) for k, v in values.items()}
+    assert epoch_values(objective, "val", model) == {}  # reset after the epoch
+
+
+def test_the_match_scorer_is_the_log_probability_of_a_match() -> None:
+    model = _model().eval()
+    batch = _batch([0, 1, 2, 3])
+    with torch.no_grad():
+        image, text = model.vision(batch.images), model.text(batch.input_ids, batch.attention_mask)
+        expected = model.fuse(image, text).logits.log_softmax(-1)[:, 1]
+        torch.testing.assert_close(match_scorer(model)(image, text), expected)
+
+
+def test_retrieval_predictions_list_the_top_images_of_each_caption_and_the_top_captions_of_each_image() -> None:
+    objective = build_objective(_model().cfg)
+    # 2 images on the axes; captions 10 and 11 show image 7 (axis 0), caption 12 image 9 (axis 1) but points at 7.
+    outputs = {"image_embeds": torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),
+               "text_embeds": torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2]]),
+               "match_prob": torch.tensor([0.9, 0.8, 0.1])}  # fmt: skip
+    split = SplitPredictions(outputs, torch.tensor([10, 11, 12]), image_ids=torch.tensor([7, 7, 9]),
+                             image_names=["a.jpg", "a.jpg", "b.jpg"])  # fmt: skip
+    rows = objective.prediction_rows(split, top_k=2)
+    captions = {r["index"]: [t["image_id"] for t in r["top_images"]] for r in rows if "top_images" in r}
+    images = {r["image_id"]: [t["index"] for t in r["top_captions"]] for r in rows if "top_captions" in r}
+    assert captions == {10: ["a.jpg", "b.jpg"], 11: ["a.jpg", "b.jpg"], 12: ["a.jpg", "b.jpg"]}
+    assert images == {"a.jpg": [10, 12], "b.jpg": [11, 12]}

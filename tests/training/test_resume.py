@@ -1,5 +1,6 @@
 """Exact resume: a run killed with SIGKILL mid-epoch and resumed with ``--ckpt_path last`` ends with the same
-weights, bit for bit, as a run that was never interrupted (CPU, deterministic settings)."""
+weights, bit for bit, as a run that was never interrupted (CPU, deterministic settings); also with random
+augmentation in a data-loader worker and one caption per image per epoch."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 
 from mmfuse.training import safe_load
 from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.data.test_transforms import noise_captions
 
 # 96 training examples / 16 per batch = 6 steps per epoch, 2 epochs; last.ckpt every 2 steps (mid-epoch too).
 RESUME_ARGS = [
@@ -24,12 +28,42 @@ RESUME_ARGS = [
     "--last_checkpoint.every_n_train_steps=2",
     "--trainer.val_check_interval=0.5",
 ]
+# Retrieval on 24 training images (3 captions each, one per epoch) / 4 per batch = 6 steps per epoch, augmented in
+# one persistent loader worker.
+AUGMENTED_DATA = {
+    "class_path": "ImageTextDataModule",
+    "init_args": {
+        "source": {"format": "captions_csv", "split_sizes": {"train": 24, "test": 4}},
+        "image_size": 32, "batch_size": 4, "num_workers": 1, "val_split": "test", "captions_per_epoch": "one",
+        "augment": {"scale": [0.3, 1.0], "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.5, "re_mode": "pixel"},
+    },
+}  # fmt: skip
+AUGMENTED_ARGS = [
+    *[a for a in RESUME_ARGS if not a.startswith(("--data.", "--trainer.limit_val_batches"))],
+    "--model.task=retrieval",
+    "--checkpoint.monitor=val/r_mean",
+    "--checkpoint.filename=epoch{epoch:02d}-step{step}",
+]
 PAUSE = "tests.training.pause.PauseAtStep"
+CASES = {"shapes": "val/acc", "augmented_captions": "val/r_mean"}  # case -> a metric logged at each validation
 
 
-def _fit(root: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mmfuse.cli", "fit", "--config", str(REPO / "experiments" / "shapes_color.yaml")]
-    cmd += [*RESUME_ARGS, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}", *extra]
+def _experiment(tmp_path: Path, case: str) -> tuple[Path, list[str]]:
+    """The experiment file and arguments of ``case``."""
+    if case == "shapes":
+        return REPO / "experiments" / "shapes_color.yaml", RESUME_ARGS
+    experiment = yaml.safe_load((REPO / "experiments" / "shapes_color.yaml").read_text())
+    experiment["data"] = AUGMENTED_DATA
+    experiment["data"]["init_args"]["source"]["root"] = str(noise_captions(tmp_path / "captions", 28, 3))
+    path = tmp_path / "augmented.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    return path, AUGMENTED_ARGS
+
+
+def _fit(experiment: tuple[Path, list[str]], root: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
+    config, args = experiment
+    cmd = [sys.executable, "-m", "mmfuse.cli", "fit", "--config", str(config)]
+    cmd += [*args, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -46,13 +80,15 @@ def _final_state(root: Path) -> dict[str, torch.Tensor]:
     return ckpt["state_dict"]
 
 
-def test_killed_mid_epoch_then_resumed_matches_uninterrupted_run(tmp_path: Path, cache_dir: Path) -> None:
-    reference = _fit(tmp_path / "reference", cache_dir)  # runs alongside the interrupted one
+@pytest.mark.parametrize("case", list(CASES))
+def test_killed_mid_epoch_then_resumed_matches_uninterrupted_run(tmp_path: Path, cache_dir: Path, case: str) -> None:
+    experiment = _experiment(tmp_path, case)
+    reference = _fit(experiment, tmp_path / "reference", cache_dir)  # runs alongside the interrupted one
 
     # Freeze at the start of step 10 (epoch 2, batch 4): last.ckpt is from step 8, step 9's work is lost.
     marker = tmp_path / "paused"
     run = tmp_path / "interrupted"
-    proc = _fit(run, cache_dir, f"--trainer.callbacks+={PAUSE}", "--trainer.callbacks.step=9",
+    proc = _fit(experiment, run, cache_dir, f"--trainer.callbacks+={PAUSE}", "--trainer.callbacks.step=9",
                 f"--trainer.callbacks.marker={marker}")  # fmt: skip
     deadline = time.monotonic() + 300
     while not marker.exists():
@@ -64,16 +100,18 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted_run(tmp_path: Path,
     assert safe_load(run / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 8
 
     _finish(reference)
-    out = _finish(_fit(run, cache_dir, "--ckpt_path", "last"))
+    out = _finish(_fit(experiment, run, cache_dir, "--ckpt_path", "last"))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out, out[-3000:]
     expected, got = _final_state(tmp_path / "reference"), _final_state(run)
     assert expected.keys() == got.keys()
     differ = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not differ, f"{len(differ)} of {len(expected)} tensors differ, e.g. {differ[:3]}"
     assert not (run / "version_1").exists(), "the resumed run must continue in its own run directory"
-    assert _val_steps(run) == _val_steps(tmp_path / "reference"), "metrics.csv: each validation once, none lost"
+    assert _val_steps(run, CASES[case]) == _val_steps(tmp_path / "reference", CASES[case]), (
+        "metrics.csv: each validation once, none lost"
+    )
 
 
-def _val_steps(root: Path) -> list[int]:
+def _val_steps(root: Path, metric: str) -> list[int]:
     with (root / "version_0" / "metrics.csv").open(newline="") as fh:
-        return [int(row["step"]) for row in csv.DictReader(fh) if row.get("val/acc")]
+        return [int(row["step"]) for row in csv.DictReader(fh) if row.get(metric)]
