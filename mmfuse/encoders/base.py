@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from mmfuse._weights import TORCHVISION_PREFIX
 from mmfuse.registry import Registry
+from mmfuse.types import EncoderOutput
 
-__all__ = ["VISION_ENCODERS", "TEXT_ENCODERS", "build_vision_encoder", "build_text_encoder"]
+__all__ = ["VISION_ENCODERS", "TEXT_ENCODERS", "build_vision_encoder", "build_text_encoder", "image_tokens_output"]
 
 VISION_ENCODERS: Registry[type[nn.Module]] = Registry("vision_encoder")
 TEXT_ENCODERS: Registry[type[nn.Module]] = Registry("text_encoder")
@@ -33,3 +35,34 @@ def build_vision_encoder(cfg: Any, out_dim: int, img_size: int) -> nn.Module:
 def build_text_encoder(cfg: Any, out_dim: int, vocab_size: int, pad_token_id: int) -> nn.Module:
     """Build the registered text encoder named by ``cfg.name``, projecting to ``out_dim``."""
     return TEXT_ENCODERS.get(cfg.name)(cfg, out_dim=out_dim, vocab_size=vocab_size, pad_token_id=pad_token_id)
+
+
+def image_tokens_output(
+    features: Tensor, proj: nn.Module, pos_embed: Tensor | None, num_prefix_tokens: int, grid_size: tuple[int, int]
+) -> EncoderOutput:
+    """The output every image encoder gives: native features projected to the common width, a learned position
+    embedding added to the grid tokens (not the prefix tokens), pooled over the grid.
+
+    Args:
+        features: (B, C, Gh, Gw) feature map, or (B, N, C) tokens with N = num_prefix_tokens + Gh * Gw.
+        proj: the projection C -> D.
+        pos_embed: (1, Gh * Gw, D) or None.
+        num_prefix_tokens: CLS/register tokens before the grid.
+        grid_size: (Gh, Gw).
+
+    Returns:
+        EncoderOutput with tokens (B, N, D) and pooled (B, D), the mean of the grid tokens.
+    """
+    if features.dim() == 4:
+        features = features.flatten(2).transpose(1, 2)  # (B, C, Gh, Gw) -> (B, Gh*Gw, C)
+    tokens = proj(features)  # (B, N, C) -> (B, N, D)
+    if pos_embed is not None:
+        prefix, grid = tokens[:, :num_prefix_tokens], tokens[:, num_prefix_tokens:]
+        tokens = torch.cat([prefix, grid + pos_embed], dim=1)  # (B, Gh*Gw, D) + (1, Gh*Gw, D)
+    return EncoderOutput(
+        tokens=tokens,
+        mask=None,
+        pooled=tokens[:, num_prefix_tokens:].mean(dim=1),
+        num_prefix_tokens=num_prefix_tokens,
+        grid_size=grid_size,
+    )

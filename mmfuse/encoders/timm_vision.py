@@ -20,7 +20,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from mmfuse.encoders.base import VISION_ENCODERS
+from mmfuse.encoders.base import VISION_ENCODERS, image_tokens_output
 from mmfuse.errors import ConfigError
 from mmfuse.registry import close_matches
 from mmfuse.types import EncoderOutput
@@ -289,20 +289,7 @@ class TimmVisionEncoder(nn.Module):
             EncoderOutput with tokens (B, N, D), N = num_prefix_tokens + Gh * Gw, and pooled (B, D).
         """
         x = (images - self.mean) / self.std
-        features = self._features(x)
-        # (B, C, Gh, Gw) -> (B, Gh*Gw, C); tokens (B, N, C) pass through
-        tokens = features if self.is_token_model else features.flatten(2).transpose(1, 2)
-        tokens = self.proj(tokens)  # (B, N, C) -> (B, N, D)
-        if self.pos_embed is not None:
-            prefix, grid = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens :]
-            tokens = torch.cat([prefix, grid + self.pos_embed], dim=1)  # (B, Gh*Gw, D) + (1, Gh*Gw, D)
-        return EncoderOutput(
-            tokens=tokens,
-            mask=None,
-            pooled=tokens[:, self.num_prefix_tokens :].mean(dim=1),
-            num_prefix_tokens=self.num_prefix_tokens,
-            grid_size=self.grid_size,
-        )
+        return image_tokens_output(self._features(x), self.proj, self.pos_embed, self.num_prefix_tokens, self.grid_size)
 
 
 def vision_data_config(cfg: TimmVisionEncoderConfig, img_size: int) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from mmfuse._weights import (
     torchvision_meta,
     torchvision_names,
 )
-from mmfuse.encoders.base import VISION_ENCODERS
+from mmfuse.encoders.base import VISION_ENCODERS, image_tokens_output
 from mmfuse.encoders.timm_vision import TimmVisionEncoderConfig, first_line
 from mmfuse.errors import ConfigError
 from mmfuse.registry import close_matches
@@ -149,19 +149,7 @@ class TorchvisionVisionEncoder(nn.Module):
             the grid tokens).
         """
         features = self.forward_features(images)  # (B, C, Gh, Gw) map, or (B, N, C) tokens of a ViT
-        if features.dim() == 4:
-            features = features.flatten(2).transpose(1, 2)  # (B, C, Gh, Gw) -> (B, Gh*Gw, C)
-        tokens = self.proj(features)  # (B, N, C) -> (B, N, D)
-        if self.pos_embed is not None:
-            prefix, grid = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens :]
-            tokens = torch.cat([prefix, grid + self.pos_embed], dim=1)  # (B, Gh*Gw, D) + (1, Gh*Gw, D)
-        return EncoderOutput(
-            tokens=tokens,
-            mask=None,
-            pooled=tokens[:, self.num_prefix_tokens :].mean(dim=1),
-            num_prefix_tokens=self.num_prefix_tokens,
-            grid_size=self.grid_size,
-        )
+        return image_tokens_output(features, self.proj, self.pos_embed, self.num_prefix_tokens, self.grid_size)
 
 
 def _checked_name(model_name: str) -> tuple[str, str | None]:

@@ -4,11 +4,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -16,6 +12,7 @@ from safetensors.torch import load_file
 
 from mmfuse.training import safe_load
 from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.training.pause import finish, fit_process, kill_when_paused, pause_args
 
 # 96 examples / 16 per batch = 6 steps in one epoch; last.ckpt every 2 steps. Encoders frozen for 5 steps: the run
 # resumes from step 4, so a schedule that counted steps since the (re)start would freeze the last step too.
@@ -28,38 +25,20 @@ EMA_ARGS = [
     "--model.optim.ema_decay=0.5",
     "--model.optim.unfreeze_after_steps=5",
 ]
-PAUSE = "tests.training.pause.PauseAtStep"
 
 
 def _fit(root: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mmfuse.cli", "fit", "--config", str(REPO / "experiments" / "shapes_color.yaml")]
-    cmd += [*EMA_ARGS, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}", *extra]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
-    return out
+    return fit_process(REPO / "experiments" / "shapes_color.yaml", root, cache_dir, *EMA_ARGS, *extra)
 
 
 def test_ema_run_killed_then_resumed_matches_uninterrupted_run(tmp_path: Path, cache_dir: Path) -> None:
     reference = _fit(tmp_path / "reference", cache_dir)
     marker, run = tmp_path / "paused", tmp_path / "interrupted"
-    proc = _fit(run, cache_dir, f"--trainer.callbacks+={PAUSE}", "--trainer.callbacks.step=5",
-                f"--trainer.callbacks.marker={marker}")  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None, f"the run ended before the pause: {proc.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, "the run never reached the pause"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_paused(_fit(run, cache_dir, *pause_args(5, marker)), marker)
     assert safe_load(run / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 4
 
-    _finish(reference)
-    out = _finish(_fit(run, cache_dir, "--ckpt_path", "last"))
+    finish(reference)
+    out = finish(_fit(run, cache_dir, "--ckpt_path", "last"))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out, out[-3000:]
     expected, got = (
         safe_load(root / "version_0" / "checkpoints" / "last.ckpt") for root in (tmp_path / "reference", run)

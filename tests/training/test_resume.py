@@ -5,11 +5,7 @@ augmentation in a data-loader worker and one caption per image per epoch."""
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +15,7 @@ import yaml
 from mmfuse.training import safe_load
 from tests.conftest import REPO, TINY_CLI_ARGS
 from tests.data.test_transforms import noise_captions
+from tests.training.pause import finish, fit_process, kill_when_paused, pause_args
 
 # 96 training examples / 16 per batch = 6 steps per epoch, 2 epochs; last.ckpt every 2 steps (mid-epoch too).
 RESUME_ARGS = [
@@ -44,7 +41,6 @@ AUGMENTED_ARGS = [
     "--checkpoint.monitor=val/r_mean",
     "--checkpoint.filename=epoch{epoch:02d}-step{step}",
 ]
-PAUSE = "tests.training.pause.PauseAtStep"
 CASES = {"shapes": "val/acc", "augmented_captions": "val/r_mean"}  # case -> a metric logged at each validation
 
 
@@ -62,16 +58,7 @@ def _experiment(tmp_path: Path, case: str) -> tuple[Path, list[str]]:
 
 def _fit(experiment: tuple[Path, list[str]], root: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
     config, args = experiment
-    cmd = [sys.executable, "-m", "mmfuse.cli", "fit", "--config", str(config)]
-    cmd += [*args, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}", *extra]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
-    return out
+    return fit_process(config, root, cache_dir, *args, *extra)
 
 
 def _final_state(root: Path) -> dict[str, torch.Tensor]:
@@ -88,19 +75,11 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted_run(tmp_path: Path,
     # Freeze at the start of step 10 (epoch 2, batch 4): last.ckpt is from step 8, step 9's work is lost.
     marker = tmp_path / "paused"
     run = tmp_path / "interrupted"
-    proc = _fit(experiment, run, cache_dir, f"--trainer.callbacks+={PAUSE}", "--trainer.callbacks.step=9",
-                f"--trainer.callbacks.marker={marker}")  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None, f"the run ended before the pause: {proc.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, "the run never reached the pause"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_paused(_fit(experiment, run, cache_dir, *pause_args(9, marker)), marker)
     assert safe_load(run / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 8
 
-    _finish(reference)
-    out = _finish(_fit(experiment, run, cache_dir, "--ckpt_path", "last"))
+    finish(reference)
+    out = finish(_fit(experiment, run, cache_dir, "--ckpt_path", "last"))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out, out[-3000:]
     expected, got = _final_state(tmp_path / "reference"), _final_state(run)
     assert expected.keys() == got.keys()
