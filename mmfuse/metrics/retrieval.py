@@ -25,6 +25,7 @@ from torchmetrics import Metric
 from torchmetrics.retrieval import RetrievalHitRate
 from torchmetrics.utilities import dim_zero_cat
 
+from mmfuse.heads.matching import select_rows
 from mmfuse.types import EncoderOutput
 
 __all__ = ["PairScorer", "RetrievalRecall", "first_of_each", "recall_at_k", "rerank_top_k", "top_k_candidates"]
@@ -295,22 +296,11 @@ class RetrievalRecall(Metric):
         scores = torch.zeros(num_pairs, device=image_rows.device)
         for start in range(rank * share, min(num_pairs, (rank + 1) * share), _PAIR_CHUNK):
             stop = min(start + _PAIR_CHUNK, (rank + 1) * share, num_pairs)
-            chunk = scorer(_rows(image, image_rows[start:stop]), _rows(text, text_rows[start:stop]))
+            chunk = scorer(select_rows(image, image_rows[start:stop]), select_rows(text, text_rows[start:stop]))
             scores[start:stop] = chunk.float().to(scores.device)
         if world > 1:
             dist.all_reduce(scores)
         return scores
-
-
-def _rows(features: EncoderOutput, rows: Tensor) -> EncoderOutput:
-    """The encoder output of the given rows: tokens (P, N, D), mask (P, N) or None, pooled (P, D)."""
-    return EncoderOutput(
-        tokens=features.tokens[rows],
-        mask=None if features.mask is None else features.mask[rows],
-        pooled=features.pooled[rows],
-        num_prefix_tokens=features.num_prefix_tokens,
-        grid_size=features.grid_size,
-    )
 
 
 def _with_mean(recalls: dict[str, Tensor]) -> dict[str, Tensor]:
