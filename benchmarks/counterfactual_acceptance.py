@@ -59,9 +59,9 @@ def plant_train_names(datamodule: Any) -> None:
 
 def train_and_probe(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Train one model as configured, then measure its test accuracy and its counterfactual invariance."""
-    from mmfuse.cli import build_from_config
     from mmfuse.data.collate import ImageTextCollator
     from mmfuse.probes import ProbeData, counterfactual_report, predict_probs
+    from mmfuse.training.cli import build_from_config
 
     spurious = 1.0 if name == "planted" else 0.0
     overrides = [

@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from mmfuse.cli import build_from_config
 from mmfuse.provenance import collect_provenance
+from mmfuse.training.cli import build_from_config
 from mmfuse.types import Batch
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from mmfuse.cli import build_from_config
 from mmfuse.export import FORMATS, export_model
+from mmfuse.training.cli import build_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = ["--trainer.devices=1", "--trainer.strategy=auto"]

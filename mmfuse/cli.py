@@ -1,342 +1,86 @@
-"""``mmfuse fit|validate|test|predict --config experiments/X.yaml`` on LightningCLI, plus the tool commands of
-:mod:`mmfuse.commands` (``mmfuse runs``, ``mmfuse export``...).
+"""The ``mmfuse`` command: ``mmfuse fit|validate|test|predict --config experiments/X.yaml`` trains and evaluates with
+LightningCLI (:mod:`mmfuse.training.cli`), and the tool commands of :mod:`mmfuse.commands` (``mmfuse runs``,
+``mmfuse export``, ``mmfuse env``...) do the rest.
 
-Every field of the model, data and trainer configs can be overridden on the command line
-(``--trainer.precision bf16-mixed``, ``--model.fusion.num_layers 4``); ``--print_config`` shows the resolved config.
+This module imports neither torch nor Lightning: ``mmfuse --help``, ``mmfuse runs list`` and the tool commands'
+``--help`` start without Lightning, timm or transformers (``tests/test_startup.py``, timed by
+``benchmarks/startup.py``); the training commands import their machinery when they run (seconds). ``mmfuse`` alone
+prints the same overview as ``mmfuse --help`` and exits with status 2 (no command given); an unknown command ends
+with one line naming close matches, status 2.
 
-The ``data:`` section picks its data module by class name: without ``class_path`` it configures the built-in shapes
-world (:class:`~mmfuse.data.datamodule.ShapesDataModule`, the default); ``class_path: ImageTextDataModule`` with
-``init_args:`` reads image-text data on disk (:class:`~mmfuse.data.files.ImageTextDataModule`).
+Shell completion (optional, not a dependency): jsonargparse writes a static completion script with `shtab
+<https://github.com/iterative/shtab>`_ for ``fit|validate|test|predict`` and all their options (the tool commands'
+plain argparse parsers are not in it); TAB then reads the script and starts no Python::
+
+    pip install shtab
+    JSONARGPARSE_ADD_PRINT_COMPLETION_ARGUMENT=true mmfuse --print_completion shtab-bash > ~/.mmfuse-completion.bash
+    echo 'source ~/.mmfuse-completion.bash' >> ~/.bashrc
+    # zsh: --print_completion shtab-zsh, saved as _mmfuse in a directory of $fpath
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from importlib import metadata
 
-import torch
-from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.io import CheckpointIO
-
-from mmfuse._weights import TORCHVISION_PREFIX
 from mmfuse.commands import COMMANDS, run_command
-from mmfuse.data.datamodule import ResumableDataModule, ShapesDataModule
-from mmfuse.data.files import ImageTextDataModule
-from mmfuse.data.tokenizer import TOKENIZER_FILES, has_tokenizer
-from mmfuse.data.transforms import PreprocessConfig
-from mmfuse.encoders import timm_vision, torchvision_vision
-from mmfuse.encoders.timm_vision import TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
-from mmfuse.training import (
-    AtomicCheckpointIO,
-    FusionLitModule,
-    GradScalerMonitor,
-    LastCheckpoint,
-    NonFiniteLossGuard,
-    PredictionWriter,
-    Provenance,
-    RngState,
-    RunSummary,
-    check_checkpoint_matches,
-    check_output_dir,
-    safe_load,
-)
-from mmfuse.training.checkpointing import ARCHITECTURE_KEYS
-from mmfuse.training.loggers import ResumableCSVLogger, TrackersConfig, build_trackers
+from mmfuse.registry import close_matches
 
-__all__ = ["DATA_MODULES", "MMFuseCLI", "MMFuseArgumentParser", "build_from_config", "main"]
+__all__ = ["TRAINING_COMMANDS", "main", "overview"]
 
-# The data modules a ``data:`` section can name by ``class_path`` (the first is the default, used without one).
-DATA_MODULES: tuple[type[ResumableDataModule], ...] = (ShapesDataModule, ImageTextDataModule)
-_DEFAULT_DATA = f"{DATA_MODULES[0].__module__}.{DATA_MODULES[0].__name__}"
+# LightningCLI's subcommands (mmfuse.training.cli), one line each for the overview.
+TRAINING_COMMANDS: dict[str, str] = {
+    "fit": "train on an experiment YAML (--config experiments/X.yaml; any field: --trainer.max_epochs 5)",
+    "validate": "evaluate a checkpoint (--ckpt_path X) on the validation split",
+    "test": "evaluate a checkpoint (--ckpt_path X) on the test split, with a summary table",
+    "predict": "write predictions.jsonl of a checkpoint (--ckpt_path X)",
+}
+_HELP = ("-h", "--help")
 
 
-class MMFuseArgumentParser(LightningArgumentParser):
-    """LightningArgumentParser whose default ``data`` holds only the default class, not its arguments.
-
-    jsonargparse keeps a default subclass's init arguments when a config switches to another class, wherever the
-    names match (jsonargparse issue #460): ``class_path: ImageTextDataModule`` would inherit the shapes module's
-    ``batch_size: 128`` and ``test_split: test`` instead of its own defaults. Without init arguments in the default,
-    the class a config names gets its own defaults, and a ``data:`` section without ``class_path`` still configures
-    the default class.
-    """
-
-    def get_defaults(self, skip_validation: bool = False, **kwargs: Any) -> Namespace:
-        defaults = super().get_defaults(skip_validation, **kwargs)
-        data = defaults.get("data")
-        if isinstance(data, Namespace) and data.get("class_path") == _DEFAULT_DATA and "init_args" in data:
-            del data["init_args"]
-        return defaults
+def overview() -> str:
+    """The text of ``mmfuse --help``: the package's description (pyproject.toml's) and every command with its
+    one-line summary."""
+    description = metadata.metadata("mmfuse")["Summary"]
+    width = max(len(name) for name in [*TRAINING_COMMANDS, *COMMANDS])
+    lines = ["usage: mmfuse <command> [options]", "", description, ""]
+    lines += ["training commands (LightningCLI; `mmfuse fit --help` lists every config field):"]
+    lines += [f"  {name:<{width}}  {summary}" for name, summary in TRAINING_COMMANDS.items()]
+    lines += ["", "tool commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "`mmfuse <command> --help` shows a command's options."]
+    return "\n".join(lines)
 
 
-class MMFuseCLI(LightningCLI):
-    """LightningCLI with the data module chosen by ``data.class_path`` (default: the shapes world), the data spec
-    linked into the model, checkpointing on ``val/acc`` (set ``checkpoint.monitor`` for other metrics), CSV +
-    TensorBoard logs under ``trainer.default_root_dir`` (plus the W&B / MLflow trackers of ``trackers:``), a summary
-    table at the end of ``fit`` and ``test``, and ``predictions.jsonl`` from ``predict --ckpt_path X`` (its
-    ``predictions.top_k``; see :class:`~mmfuse.training.PredictionWriter`)."""
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.set_defaults({"data": {"class_path": _DEFAULT_DATA}})
-        parser.link_arguments("data.spec", "model.data_spec", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.add_class_arguments(TrackersConfig, "trackers")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/acc",
-                "checkpoint.mode": "max",
-                "checkpoint.save_last": False,  # last.ckpt is last_checkpoint's job
-                "checkpoint.filename": "epoch{epoch:02d}-acc{val/acc:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-            }
-        )
-
-    def before_instantiate_classes(self) -> None:
-        """The data's tokenizer defaults to the pretrained text encoder's own (see :func:`_default_tokenizer`), its
-        evaluation resize + crop to the vision encoder's (see :func:`_default_preprocess`)."""
-        config = self.config.get(str(self.subcommand), self.config)
-        _default_tokenizer(config)
-        _default_preprocess(config)
-
-    def instantiate_trainer(self, **kwargs: Any) -> Any:
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
-        root = trainer_cfg.get("default_root_dir") or "runs"
-        version = self._resume_version(root)
-        if trainer_cfg.get("logger") in (None, True):
-            ckpt_path = self._get(self.config_init, "ckpt_path", default=None) if version is not None else None
-            resume_step = int(safe_load(ckpt_path).get("global_step", 0)) if ckpt_path else None
-            csv = ResumableCSVLogger(root, name="", version=version, resume_step=resume_step)
-            trackers = build_trackers(self._trackers(), root, csv.log_dir)  # beside the CSV log, never instead
-            kwargs["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version), *trackers]
-        elif self._trackers() != TrackersConfig():
-            raise ConfigError(
-                f"trackers: {self._trackers()} log beside the run's own loggers, but trainer.logger="
-                f"{trainer_cfg.get('logger')!r} replaces those; remove trainer.logger or the trackers"
-            )
-        _check_hardware(trainer_cfg)
-        plugins = list(trainer_cfg.get("plugins") or [])
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
-
-    def _parse_ckpt_path(self) -> None:
-        """Check the checkpoint against the configured model instead of silently replacing the model config with
-        the checkpoint's (LightningCLI's default, which would drop the user's explicit model arguments)."""
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if subcommand == "predict" and ckpt_path is None:
-            raise ConfigError("mmfuse predict needs --ckpt_path <checkpoint> (got none): the weights to predict with")
-        if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
-            return
-        model = self.config[subcommand]["model"]
-        configured = model.as_dict() if hasattr(model, "as_dict") else dict(model)
-        check_checkpoint_matches(ckpt_path, configured, keys=ARCHITECTURE_KEYS[:-1])  # data_spec: at before_fit
-
-    def _resume_version(self, root: str) -> int | None:
-        """The run directory to continue in when resuming: ``--ckpt_path last`` picks the newest run under the
-        root with a ``last.ckpt``; an explicit checkpoint inside ``<root>/version_N/`` continues version N."""
-        ckpt_path = self._get(self.config_init, "ckpt_path", default=None) if self.subcommand == "fit" else None
-        if ckpt_path is None:
-            return None
-        if ckpt_path == "last":
-            found = sorted(Path(root).glob("version_*/checkpoints/last.ckpt"), key=_version_number)
-            if not found:
-                logging.getLogger(__name__).warning("--ckpt_path last: no last.ckpt under %s; starting fresh", root)
-                self.config_init[self.subcommand]["ckpt_path"] = None
-                return None
-            ckpt_path = str(found[-1])
-            self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
-        run_dir = Path(ckpt_path).resolve().parent.parent
-        if run_dir.parent == Path(root).resolve() and run_dir.name.startswith("version_"):
-            return _version_number(Path(ckpt_path).resolve())
-        return None
-
-    def before_fit(self) -> None:
-        """Checks that would otherwise fail late: a checkpoint of another architecture, an unwritable run dir."""
-        ckpt_path = self._get(self.config_init, "ckpt_path", default=None)
-        model: Any = self.model
-        if ckpt_path is not None:
-            check_checkpoint_matches(ckpt_path, dict(model.hparams))
-        trainer: Any = self.trainer
-        if trainer.log_dir is not None:
-            weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-            keep = max(int(getattr(trainer.checkpoint_callback, "save_top_k", 1)), 0) + 1  # best k + last
-            check_output_dir(Path(trainer.log_dir) / "checkpoints", checkpoint_bytes=3 * weights, copies=keep)
-
-    def after_fit(self) -> None:
-        self._save_model()
-        self._print_summary("fit")
-
-    def _save_model(self) -> None:
-        """Write the best (else the last) checkpoint's model to ``<run directory>/model`` with ``save_pretrained``:
-        safetensors weights, config and tokenizer, loadable with ``ImageTextModel.from_pretrained`` and no Lightning.
-
-        With an EMA of the weights (``model.optim.ema_decay``, or any Lightning ``WeightAveraging`` callback) a
-        checkpoint's ``state_dict`` is the average (the raw weights are its ``current_model_state``), so the model
-        saved here is the average (``tests/training/test_ema.py``)."""
-        trainer: Any = self.trainer
-        if not trainer.is_global_zero or trainer.logger is None or not trainer.logger.log_dir:
-            return
-        paths = [getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks]
-        paths += [getattr(cb, "last_model_path", "") for cb in trainer.checkpoint_callbacks]
-        ckpt = next((p for p in paths if p and Path(p).is_file()), None)
-        if ckpt is None:
-            return
-        module = FusionLitModule.load_from_checkpoint(ckpt, map_location="cpu")
-        datamodule: Any = self.datamodule
-        out = module.model.save_pretrained(
-            Path(trainer.logger.log_dir) / "model", tokenizer=datamodule.tokenizer, data_spec=datamodule.spec
-        )
-        logging.getLogger(__name__).info("model from %s saved to %s", ckpt, out)
-
-    def after_test(self) -> None:
-        self._print_summary("test")
-
-    def before_predict(self) -> None:
-        """The checkpoint must fit the data too (classes, vocabulary); predictions stay in the writer, not also in
-        the trainer's returned list (``--return_predictions`` still asks for that)."""
-        ckpt_path = self._get(self.config_init, "ckpt_path", default=None)
-        if ckpt_path is not None and Path(str(ckpt_path)).is_file():
-            model: Any = self.model
-            check_checkpoint_matches(ckpt_path, dict(model.hparams))
-        if self._get(self.config_init, "return_predictions", default=None) is None:
-            self.config_init[str(self.subcommand)]["return_predictions"] = False
-
-    def after_predict(self) -> None:
-        trainer: Any = self.trainer
-        writer = next((cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter)), None)
-        if trainer.is_global_zero and writer is not None and writer.path is not None:
-            print(f"mmfuse predict: predictions written to {writer.path}")
-
-    def _trackers(self) -> TrackersConfig:
-        trackers = self._get(self.config_init, "trackers", default=None)
-        return trackers if isinstance(trackers, TrackersConfig) else TrackersConfig(**dict(trackers or {}))
-
-    def _print_summary(self, stage: str) -> None:
-        trainer: Any = self.trainer
-        if not trainer.is_global_zero:  # rank 0 only: nothing below may call a collective
-            return
-        summary = next(cb for cb in trainer.callbacks if isinstance(cb, RunSummary))
-        rows = [("stage", stage), ("precision", str(trainer.precision))]
-        rows += summary.rows(trainer)
-        ckpt = trainer.checkpoint_callback
-        if stage == "fit" and isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_score is not None:
-            rows += [(f"best {ckpt.monitor}", f"{float(ckpt.best_model_score):.4f}")]
-            rows += [("best checkpoint", ckpt.best_model_path)]
-        if trainer.logger is not None and trainer.logger.log_dir:
-            rows.append(("run directory", trainer.logger.log_dir))
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name:<{width}}  {value}" for name, value in rows]
-        rule = "-" * max(len(line) for line in lines)
-        print("\n".join([rule, f"mmfuse {stage} summary", rule, *lines, rule]))
-
-
-def _default_tokenizer(config: Namespace) -> None:
-    """Set ``data.tokenizer`` to ``model.text.pretrained`` (a directory or a hub id) when the data module takes a
-    tokenizer and none is given: a pretrained text encoder reads its own tokenizer's ids. The resolved value is what
-    the run's saved config shows."""
-    pretrained = config.get("model.text.pretrained")
-    data = config.get("data")
-    init_args = data.get("init_args") if isinstance(data, Namespace) else None
-    if pretrained is None or not isinstance(init_args, Namespace) or "tokenizer" not in init_args:
-        return
-    if init_args.tokenizer is not None:
-        return
-    if not has_tokenizer(pretrained, "model.text.pretrained"):
-        raise ConfigError(
-            f"model.text.pretrained={pretrained!r} comes without a tokenizer (no {' or '.join(TOKENIZER_FILES)}); "
-            "give one with data.tokenizer: <dir or hub id>"
-        )
-    init_args.tokenizer = pretrained
-
-
-def _default_preprocess(config: Namespace) -> None:
-    """Set ``data.preprocess`` (interpolation, crop_pct, crop_mode, mean, std) from ``model.vision``'s data config
-    when the data module takes one and none is given, resolved without building the model. The resolved value is
-    what the run's saved config shows."""
-    vision = config.get("model.vision")
-    data = config.get("data")
-    init_args = data.get("init_args") if isinstance(data, Namespace) else None
-    if vision is None or not isinstance(init_args, Namespace) or "preprocess" not in init_args:
-        return
-    if init_args.preprocess is not None:
-        return
-    cfg = TimmVisionEncoderConfig(**(vision.as_dict() if isinstance(vision, Namespace) else dict(vision)))
-    family = torchvision_vision if cfg.model_name.startswith(TORCHVISION_PREFIX) else timm_vision
-    preprocess = PreprocessConfig.from_data_config(family.vision_data_config(cfg, int(init_args.image_size)))
-    init_args.preprocess = Namespace(**dataclasses.asdict(preprocess))
-
-
-def _check_hardware(trainer_cfg: dict[str, Any]) -> None:
-    """Settings that need a CUDA GPU, refused on a CPU with a message (Lightning would quietly run fp16 as bf16,
-    or fail deep inside with a traceback)."""
-    accelerator = str(trainer_cfg.get("accelerator") or "auto")
-    if not (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
-        return
-    precision, strategy = str(trainer_cfg.get("precision")), str(trainer_cfg.get("strategy") or "auto")
-    if precision in ("16-mixed", "16"):
-        raise ConfigError(
-            f"trainer.precision={precision!r} needs a CUDA GPU (fp16 autocast with gradient scaling); on a CPU use "
-            "'bf16-mixed' or '32-true'"
-        )
-    if strategy.startswith("fsdp"):
-        raise ConfigError(f"trainer.strategy={strategy!r} needs CUDA GPUs; on a CPU use 'ddp' (gloo) or 'auto'")
-
-
-def _version_number(path: Path) -> int:
-    """N of the ``version_N`` directory that holds ``checkpoints/<file>``."""
-    name = path.parent.parent.name
-    return int(name.removeprefix("version_")) if name.removeprefix("version_").isdigit() else -1
-
-
-def _cli(args: list[str] | None, run: bool = True) -> MMFuseCLI:
-    return MMFuseCLI(
-        FusionLitModule,
-        ResumableDataModule,
-        subclass_mode_data=True,
-        parser_class=MMFuseArgumentParser,
-        seed_everything_default=0,
-        auto_configure_optimizers=False,
-        trainer_defaults={
-            "callbacks": [RunSummary(), Provenance(), RngState(), NonFiniteLossGuard(), GradScalerMonitor()]
-        },
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
-
-
-def build_from_config(path: str | Path, overrides: Sequence[str] = ()) -> MMFuseCLI:
-    """Parse an experiment YAML plus command-line style overrides exactly as ``mmfuse fit`` does, and build it.
-
-    Returns the CLI object: ``.model`` (the LightningModule, whose ``.model`` is the pure ``ImageTextModel``),
-    ``.datamodule``, ``.trainer`` and ``.config`` (the resolved config).
-
-    Example (from the repository root)::
-
-        cli = build_from_config("experiments/shapes_color.yaml", ["--trainer.devices=1", "--trainer.strategy=auto"])
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    """
-    return _cli(["--config", str(path), *overrides], run=False)
+def _unknown_command(name: str) -> ConfigError:
+    known = [*TRAINING_COMMANDS, *COMMANDS]
+    close = close_matches(name, known, n=3)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"commands: {', '.join(known)}"
+    return ConfigError(f"unknown command {name!r} ({hint})")
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point; configuration errors end with a one-line message instead of a traceback."""
+    """Console entry point: dispatch to a tool command or to LightningCLI; configuration errors end with a one-line
+    message instead of a traceback (exit status 2).
+
+    Args:
+        args: the command line after ``mmfuse``; None = ``sys.argv[1:]``.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv and argv[0] in COMMANDS:
             sys.exit(run_command(argv[0], argv[1:]))
-        _cli(argv)
+        if not argv or argv[0] in _HELP:
+            print(overview())
+            sys.exit(0 if argv else 2)
+        if argv[0] not in TRAINING_COMMANDS and not argv[0].startswith("-"):
+            raise _unknown_command(argv[0])
+        from mmfuse.training.cli import run_training  # torch and Lightning: seconds to import
+
+        run_training(args)  # None: LightningCLI reads sys.argv itself
     except ConfigError as err:
         print(f"mmfuse: error: {err}", file=sys.stderr)
         sys.exit(2)

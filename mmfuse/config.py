@@ -69,13 +69,16 @@ class OptimConfig:
         schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
         fused: the fused AdamW kernel (one kernel for all parameters; CUDA and CPU); None = PyTorch's default.
         lr_mult: learning-rate multiplier per top-level module of the model (``vision``, ``text``, ``fusion``,
-            ``head``, ``contrastive``); a module not named keeps 1.0. E.g. ``{vision: 0.1, text: 0.1}``.
+            ``head``, ``contrastive``); a module not named keeps 1.0. E.g. ``{vision: 0.1, text: 0.1}``. For an
+            encoder it scales the pretrained backbone; the encoder's projection to the common width (new, randomly
+            initialised) keeps ``lr``.
         layer_decay: layer-wise learning-rate decay inside the encoders (BEiT): a parameter ``k`` layer groups below
             the top gets ``layer_decay ** k`` times the learning rate; the top is the encoder's projection and
             everything outside the encoders. Layers: timm's ``group_matcher``, a transformers model's
             ``num_hidden_layers`` blocks (embeddings below them). None = off. Multiplies with ``lr_mult``.
-        unfreeze_after_epochs: train the encoders only from this epoch on (they stay in the optimizer, get no
-            gradients and stay in eval mode before); None = from the start.
+        unfreeze_after_epochs: train the encoders' backbones only from this epoch on (they stay in the optimizer,
+            get no gradients and stay in eval mode before; the projections train from the start); None = from the
+            start.
         unfreeze_after_steps: the same in optimizer steps; exclusive with ``unfreeze_after_epochs``.
         ema_decay: keep an exponential moving average of the weights with this decay
             (:class:`~mmfuse.training.EMAWeights`, Lightning's ``EMAWeightAveraging`` updated after every optimizer
@@ -124,9 +127,10 @@ class SpeedConfig:
         activation_checkpointing: recompute encoder activations in the backward pass (less memory, ~30% more
             compute) for encoders that support it (timm ``set_grad_checkpointing``, transformers
             ``gradient_checkpointing_enable``).
-        freeze_vision: keep the vision encoder's weights fixed (no gradients, not in the optimizer; BatchNorm
-            statistics frozen too).
-        freeze_text: keep the text encoder's weights fixed.
+        freeze_vision: keep the vision backbone's weights fixed (no gradients, not in the optimizer; BatchNorm
+            statistics frozen too). The encoder's projection to the common width and its position embedding,
+            which start from random weights, still train.
+        freeze_text: keep the text backbone's weights fixed (its projection still trains).
         float32_matmul_precision: ``highest`` (true fp32), ``high`` (TF32 on Ampere and newer GPUs) or ``medium``;
             applied with ``torch.set_float32_matmul_precision`` in every process.
     """

@@ -20,7 +20,6 @@ import dataclasses
 import os
 import textwrap
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,8 @@ class BriefRun:
     """A finished training run, laid out as ``mmfuse fit`` lays it out.
 
     Attributes:
-        cli: the :class:`~mmfuse.cli.MMFuseCLI` it ran with (``.model``, ``.datamodule``, ``.trainer``, ``.config``).
+        cli: the :class:`~mmfuse.training.cli.MMFuseCLI` it ran with (``.model``, ``.datamodule``, ``.trainer``,
+            ``.config``).
         run_dir: ``<root>/version_N``: ``config.yaml``, ``metrics.csv``, ``provenance.json``, ``checkpoints/``.
         model_dir: ``run_dir / "model"``, the best checkpoint's model as a ``save_pretrained`` directory.
         metrics: the trainer's metrics after the last validation (e.g. ``val/acc``), as floats.
@@ -84,12 +84,9 @@ def train_briefly(experiment: str | Path, root_dir: str | Path, overrides: Seque
     Returns:
         The finished run.
     """
-    from mmfuse.cli import build_from_config  # imports Lightning
+    from mmfuse.training.cli import build_from_config  # imports Lightning
 
-    with warnings.catch_warnings():
-        # In a notebook kernel sys.argv holds the kernel's own flags, which LightningCLI would warn about.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = build_from_config(experiment, [*overrides, f"--trainer.default_root_dir={root_dir}"])
+    cli = build_from_config(experiment, [*overrides, f"--trainer.default_root_dir={root_dir}"])
     start = time.perf_counter()
     cli.before_fit()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)

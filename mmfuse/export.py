@@ -26,15 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
 from mmfuse.errors import ConfigError
-from mmfuse.hub import from_pretrained
-from mmfuse.models import ImageTextModel
+
+if TYPE_CHECKING:  # only annotations: `mmfuse export --help` reads FORMATS without timm and transformers
+    from mmfuse.models import ImageTextModel
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -334,6 +335,8 @@ def export_model(
         ConfigError: no saved model at ``model_dir``, an unknown format, or ONNX packages missing.
         ParityError: a format differs from eager PyTorch by more than ``atol``.
     """
+    from mmfuse.hub import from_pretrained  # the encoders: timm and transformers
+
     formats = _check_formats(formats)
     model = from_pretrained(model_dir).eval()
     threads = threads or torch.get_num_threads()

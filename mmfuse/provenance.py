@@ -1,7 +1,8 @@
 """Where a run came from: the git state, library versions, hardware, seed and data fingerprint, written next to
 the run as ``provenance.json`` (plus ``git.diff`` when the working tree had uncommitted changes).
 
-Everything here is plain Python and ``git`` subprocesses; the Lightning callback that calls it on rank 0 lives in
+Everything here is plain Python and ``git`` subprocesses (torch is imported only to describe the hardware, so
+``mmfuse runs`` reads run directories without it); the Lightning callback that calls it on rank 0 lives in
 :mod:`mmfuse.training.provenance`.
 """
 
@@ -18,8 +19,6 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from mmfuse.errors import ConfigError
 
@@ -149,14 +148,17 @@ def _total_ram_bytes() -> int | None:
 
 def hardware_info() -> dict[str, Any]:
     """``platform``, ``machine``, ``processor``, ``cpu_flags`` (AVX2, AVX512/AMX bf16 and fp16 units present),
-    ``cpu_count`` (logical), ``ram_bytes``, ``torch_num_threads``, and
-    ``cuda``: None without a usable GPU, else ``version`` (torch's CUDA build) and ``devices`` (name, capability)."""
+    ``cpu_count`` (logical), ``ram_bytes``, ``torch_num_threads``, and ``cuda``: None without a usable GPU, else
+    ``version`` (torch's CUDA build) and ``devices`` (name, capability, memory_bytes)."""
+    import torch
+
     cuda: dict[str, Any] | None = None
     if torch.cuda.is_available():
-        devices = [
-            {"name": torch.cuda.get_device_name(i), "capability": "{}.{}".format(*torch.cuda.get_device_capability(i))}
-            for i in range(torch.cuda.device_count())
-        ]
+        devices = []
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            capability = f"{props.major}.{props.minor}"
+            devices.append({"name": props.name, "capability": capability, "memory_bytes": props.total_memory})
         cuda = {"version": torch.version.cuda, "devices": devices}
     return {
         "platform": platform.platform(),

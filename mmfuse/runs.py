@@ -25,6 +25,8 @@ from mmfuse.provenance import PROVENANCE_FILE, write_text_atomic
 from mmfuse.registry import close_matches
 
 __all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
     "TAGS_FILE",
     "RunInfo",
     "compare_runs",
@@ -33,6 +35,7 @@ __all__ = [
     "format_runs",
     "format_table",
     "format_value",
+    "read_curves",
     "read_run",
     "read_tags",
     "resolve_run",
@@ -120,6 +123,47 @@ def _read_metrics(path: Path) -> dict[str, Metric]:
     if scores:
         metrics[f"best {BEST_METRIC}"] = max(scores)
     return metrics
+
+
+def read_curves(run_dir: str | Path) -> dict[str, tuple[list[int], list[float]]]:
+    """Every metric column of a run's ``metrics.csv`` as a curve over the optimizer step.
+
+    Args:
+        run_dir: the run directory (holding ``metrics.csv``).
+
+    Returns:
+        Column (``train/loss``, ``val/acc``, ``lr/head``...) -> (steps, values) of its non-empty cells, in file
+        order; ``epoch`` and ``step`` are not metrics and rows without a step are not on the curve.
+
+    Raises:
+        ConfigError: there is no ``metrics.csv``, or a cell is not a number (naming the file, line and column).
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r}: no such file; the run logged no metrics (or not with the CSV logger)")
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    with path.open(newline="", encoding="utf-8") as file:
+        for line, row in enumerate(csv.DictReader(file), start=2):
+            step = _number(row.get("step") or "", path, line, "step")
+            if step is None:
+                continue
+            for column, cell in row.items():
+                value = _number(cell or "", path, line, column) if column not in ("epoch", "step", None) else None
+                if value is not None:
+                    steps, values = curves.setdefault(column, ([], []))
+                    steps.append(int(step))
+                    values.append(value)
+    return curves
+
+
+def _number(cell: str, path: Path, line: int, column: str | None) -> float | None:
+    """A cell of ``metrics.csv`` as a float; None when empty."""
+    if cell == "":
+        return None
+    try:
+        return float(cell)
+    except ValueError as err:
+        raise ConfigError(f"{path}:{line}: column {column!r} holds {cell!r}, not a number") from err
 
 
 def _read_provenance(path: Path) -> dict[str, Any]:

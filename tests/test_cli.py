@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmfuse.cli import build_from_config, main
+from mmfuse.cli import TRAINING_COMMANDS, main, overview
+from mmfuse.commands import COMMANDS
 from mmfuse.data.files import ImageTextDataModule
 from mmfuse.models import ImageTextModel
 from mmfuse.training import FusionLitModule
+from mmfuse.training.cli import build_from_config
 from tests.conftest import REPO, TINY_CLI_ARGS
 from tests.data._make import captions_dataset, shared_dataset
 
@@ -87,6 +89,52 @@ def test_bad_input_ends_with_a_message_naming_the_value(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_build_from_python_gives_no_args_warning(
+    tmp_path: Path, cache_dir: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """pytest's own sys.argv is not LightningCLI's: arguments given from Python are the only ones parsed."""
+    build_from_config(MAIN, _args(tmp_path, cache_dir)[2:])
+    assert [str(w.message) for w in recwarn if "args parameter" in str(w.message)] == []
+
+
+def _exit(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``mmfuse ARGS`` -> (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def test_help_lists_every_command_once(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _exit(capsys, "--help")
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert code == 0 and out == overview() + "\n"
+    assert listed == [*TRAINING_COMMANDS, *COMMANDS] and "env" in listed
+
+
+def test_bare_mmfuse_prints_the_overview_and_fails(capsys: pytest.CaptureFixture) -> None:
+    assert _exit(capsys) == (2, overview() + "\n", "")
+
+
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [("fti", "(did you mean 'fit'?)"), ("rnus", "(did you mean 'runs'?)"), ("zzz", "(commands: fit,")],
+)
+def test_unknown_command_is_one_line_naming_close_matches(
+    command: str, hint: str, capsys: pytest.CaptureFixture
+) -> None:
+    code, out, err = _exit(capsys, command)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"mmfuse: error: unknown command {command!r} {hint}")
+
+
+@pytest.mark.parametrize("command", ["fit", *COMMANDS])
+def test_every_command_has_its_own_help(command: str, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _exit(capsys, command, "--help")
+    assert code == 0
+    assert "--trainer.precision" in out if command == "fit" else out.startswith(f"usage: mmfuse {command} ")
 
 
 @pytest.mark.parametrize("overlay", sorted((REPO / "experiments" / "launch").glob("*.yaml")), ids=lambda p: p.stem)

@@ -8,7 +8,8 @@ import sys
 
 def test_pure_modules_import_without_lightning() -> None:
     code = (
-        "import sys, mmfuse, mmfuse.models, mmfuse.data, mmfuse.encoders, mmfuse.fusion, mmfuse.heads, mmfuse.layers,"
+        "from mmfuse import *;"
+        "import sys, mmfuse.models, mmfuse.data, mmfuse.encoders, mmfuse.fusion, mmfuse.heads, mmfuse.layers,"
         " mmfuse.data.loader, mmfuse.hub, mmfuse.export, mmfuse.provenance, mmfuse.runs, mmfuse.commands.runs,"
         " mmfuse.commands.export;"
         "bad = [m for m in sys.modules if m == 'lightning' or m.startswith(('lightning.', 'pytorch_lightning'))];"

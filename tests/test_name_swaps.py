@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mmfuse.cli import build_from_config
 from mmfuse.errors import ConfigError
+from mmfuse.training.cli import build_from_config
 from tests.conftest import REPO
 
 EXPERIMENTS = sorted(p.name for p in (REPO / "experiments").glob("*.yaml"))

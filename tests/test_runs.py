@@ -15,6 +15,7 @@ from mmfuse.runs import (
     find_runs,
     format_compare,
     format_runs,
+    read_curves,
     read_tags,
     resolve_run,
     tag_run,
@@ -181,3 +182,19 @@ def test_run_info_is_plain_data(root: Path) -> None:
     run = find_runs(root)[0]
     assert isinstance(run, RunInfo) and run.path == root / "exp" / "version_10"
 
+
+def test_read_curves_gives_each_column_its_logged_steps(root: Path) -> None:
+    curves = read_curves(root / "exp" / "version_10")
+    assert curves == {
+        "train/loss": ([1], [2.5]),
+        "val/acc": ([2, 3, 4], [0.5, 0.75, 0.625]),
+        "val/loss": ([2, 3, 4], [0.5, 0.25, 0.375]),
+    }
+
+
+def test_read_curves_names_a_missing_file_or_a_bad_cell(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="metrics.csv'?: no such file"):
+        read_curves(tmp_path)
+    (tmp_path / "metrics.csv").write_text(METRICS_HEADER + "0,1,2.5,,\n0,2,,high,\n")
+    with pytest.raises(ConfigError, match=r"metrics.csv:3: column 'val/acc' holds 'high'"):
+        read_curves(tmp_path)

@@ -10,7 +10,7 @@ classifier on photos: :func:`load_classifier`, :func:`explain_photos` and :func:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -42,6 +42,9 @@ from mmfuse.attribution.reshape import TokenLayout, normalize_per_example, relev
 from mmfuse.attribution.targets import ClassLogit, LabelClass, PredictedClass, ScalarOf, Target, logits_of
 from mmfuse.attribution.text import grad_x_input, integrated_gradients
 from mmfuse.types import Batch
+
+if TYPE_CHECKING:
+    from mmfuse.progress import Stage
 
 __all__ = [
     "AttentionRecord",
@@ -105,6 +108,7 @@ def explain(
     methods: Sequence[str] = DEFAULT_METHODS,
     target: Target | None = None,
     method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Stage | None = None,
 ) -> dict[str, Attribution]:
     """Explain one batch with several methods.
 
@@ -119,6 +123,7 @@ def explain(
         methods: names registered in :data:`EXPLAINERS`; an unknown name raises ``KeyError`` listing them.
         target: what to explain; default :class:`PredictedClass`.
         method_kwargs: extra keyword arguments per method, e.g. ``{"integrated_gradients": {"n_steps": 64}}``.
+        progress: a :mod:`mmfuse.progress` stage advanced by the batch's examples after each method; None = none.
 
     Returns:
         method name -> :class:`Attribution` with ``image`` (B, H, W) in [0, 1], ``image_grid`` (B, Gh, Gw) and
@@ -135,4 +140,9 @@ def explain(
         with torch.no_grad():
             output = model(batch.images, batch.input_ids, batch.attention_mask)
         fixed = (target or PredictedClass()).fixed(output, batch)
-        return {name: explainer(model, batch, fixed, **kwargs.get(name, {})) for name, explainer in explainers.items()}
+        attributions = {}
+        for name, explainer in explainers.items():
+            attributions[name] = explainer(model, batch, fixed, **kwargs.get(name, {}))
+            if progress is not None:
+                progress.advance(len(batch), detail=name)
+        return attributions

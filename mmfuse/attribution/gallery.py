@@ -2,7 +2,9 @@
 image overlay and token colours side by side, and the fusion's cross-attention per layer x head.
 
 The page is plain HTML with relative links to PNG files next to it: it opens offline in any browser, with no
-script. Wrong predictions are marked.
+script. Wrong predictions are marked. Each example's question and answer head its block, and every picture is at
+least :data:`~mmfuse.attribution.viz.DISPLAY_SIZE` pixels a side (the shapes world's small images enlarged by
+whole-pixel blocks; see :func:`~mmfuse.attribution.viz.upscale`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from torch import Tensor, nn
 
 from mmfuse.attribution.base import Attribution
 from mmfuse.attribution.viz import (
+    Resample,
     attention_grid_figure,
     cross_attention_maps,
     overlay_heatmap,
     select_token,
     to_rgb,
     token_html,
+    upscale,
 )
+from mmfuse.progress import stage
 from mmfuse.types import Batch
 
 __all__ = ["write_gallery", "pooled_cross_attention"]
@@ -38,7 +43,7 @@ section.wrong { border: 2px solid #c0392b; background: #fdf2f1; }
 .badge { color: #fff; background: #c0392b; padding: 1px 6px; border-radius: 4px; font-size: 0.85em; }
 .ok { color: #fff; background: #27ae60; padding: 1px 6px; border-radius: 4px; font-size: 0.85em; }
 table { border-collapse: collapse; } td, th { padding: 4px 8px; vertical-align: top; text-align: center; }
-img.px { image-rendering: pixelated; width: 160px; height: 160px; }
+img.px { image-rendering: pixelated; }
 .tokens { max-width: 200px; line-height: 1.9; font-family: monospace; font-size: 0.85em; }
 .q { font-size: 1.1em; }
 """
@@ -86,6 +91,7 @@ def write_gallery(
     *,
     texts: Sequence[str] | None = None,
     ids: Sequence[int | str] | None = None,
+    resample: Resample = "nearest",
 ) -> Path:
     """Write ``index.html`` and its PNG files (under ``img/``) into ``out_dir``.
 
@@ -101,30 +107,35 @@ def write_gallery(
         class_names: class index -> name.
         texts: the questions as written; None decodes the token ids.
         ids: a name per example (e.g. its index in the split); None numbers them from 0.
+        resample: how pictures smaller than :data:`~mmfuse.attribution.viz.DISPLAY_SIZE` are enlarged:
+            ``nearest`` for synthetic images (the shapes world), ``bicubic`` for photos.
 
     Returns:
         The path of ``index.html``.
     """
     out = Path(out_dir)
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-    attention = pooled_cross_attention(model, examples)
-    sections = []
-    for i in range(len(examples)):
-        key = f"ex{i:03d}"
-        tokens = tokenizer.convert_ids_to_tokens(examples.input_ids[i][examples.attention_mask[i]].tolist())
-        cells = _method_cells(out, key, examples.images[i], tokens, attributions, i)
-        grid = None
-        if attention is not None:
-            grid = f"{IMAGE_DIR}/{key}_attention.png"
-            figure = attention_grid_figure(
-                attention[i], examples.images[i].cpu(), title="cross-attention, mean over tokens"
+    with stage("gallery", total=len(examples), unit="examples") as current:
+        attention = pooled_cross_attention(model, examples)
+        sections = []
+        for i in current.track(range(len(examples))):
+            key = f"ex{i:03d}"
+            tokens = tokenizer.convert_ids_to_tokens(examples.input_ids[i][examples.attention_mask[i]].tolist())
+            cells = _method_cells(out, key, examples.images[i], tokens, attributions, i, resample)
+            question = (
+                texts[i] if texts is not None else tokenizer.decode(examples.input_ids[i], skip_special_tokens=True)
             )
-            figure.savefig(out / grid)
-        _save_png(to_rgb(examples.images[i]), out / IMAGE_DIR / f"{key}_input.png")
-        question = texts[i] if texts is not None else tokenizer.decode(examples.input_ids[i], skip_special_tokens=True)
-        label = None if labels is None else int(labels[i])
-        name = ids[i] if ids is not None else i
-        sections.append(_section(key, name, question, int(predictions[i]), label, class_names, cells, grid))
+            label = None if labels is None else int(labels[i])
+            grid = None
+            if attention is not None:
+                grid = f"{IMAGE_DIR}/{key}_attention.png"
+                answer = _class_name(class_names, int(predictions[i]))
+                title = f"{question} → {answer}  (cross-attention, mean over the question's tokens)"
+                figure = attention_grid_figure(attention[i], examples.images[i].cpu(), title=title, resample=resample)
+                figure.savefig(out / grid)
+            _save_png(upscale(to_rgb(examples.images[i]), resample=resample), out / IMAGE_DIR / f"{key}_input.png")
+            name = ids[i] if ids is not None else i
+            sections.append(_section(key, name, question, int(predictions[i]), label, class_names, cells, grid))
     wrong = sum(1 for i in range(len(examples)) if labels is not None and int(predictions[i]) != int(labels[i]))
     index = out / "index.html"
     index.write_text(_page(sections, list(attributions), len(examples), wrong if labels is not None else None))
@@ -132,7 +143,13 @@ def write_gallery(
 
 
 def _method_cells(
-    out: Path, key: str, image: Tensor, tokens: list[str], attributions: Mapping[str, Attribution], i: int
+    out: Path,
+    key: str,
+    image: Tensor,
+    tokens: list[str],
+    attributions: Mapping[str, Attribution],
+    i: int,
+    resample: Resample,
 ) -> list[tuple[str, str, str]]:
     """Per method: its name, the ``<img>`` of its overlay (or a dash) and its token spans (or a dash)."""
     cells = []
@@ -140,7 +157,8 @@ def _method_cells(
         picture = "–"
         if attribution.image is not None:
             path = f"{IMAGE_DIR}/{key}_{method}.png"
-            _save_png(overlay_heatmap(image.cpu(), attribution.image[i].detach().float().cpu()), out / path)
+            overlay = overlay_heatmap(image.cpu(), attribution.image[i].detach().float().cpu())
+            _save_png(upscale(overlay, resample=resample), out / path)
             picture = f'<img class="px" src="{path}" alt="{html.escape(method)} heat map">'
         spans = "–"
         if attribution.text is not None:

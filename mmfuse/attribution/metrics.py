@@ -7,7 +7,9 @@
 * Model-parameter randomization (Adebayo et al., "Sanity checks for saliency maps", NeurIPS 2018): an explanation
   that survives re-initialising the model's weights does not explain the model.
 
-Everything is batched torch; :func:`faithfulness_report` runs all of it per method and writes JSON + Markdown.
+Everything is batched torch; :func:`faithfulness_report` runs all of it per method and writes JSON + Markdown. The
+metrics of all methods and each method's randomization check are :mod:`mmfuse.progress` stages (reported by
+``mmfuse explain --evaluate``, silent otherwise).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 
 from mmfuse.attribution.amp import spearman
 from mmfuse.attribution.base import Attribution
+from mmfuse.progress import Stage, stage
 from mmfuse.types import Batch
 
 __all__ = [
@@ -473,7 +476,7 @@ def randomization_check(
     explain_fn = _as_explain_fn(method, target)
     work = copy.deepcopy(model).eval()
     groups = [list(g) for g in (randomization_stages(work) if stages is None else stages)]
-    reference = explain_fn(work, batch)
+    name = method if isinstance(method, str) else getattr(method, "__name__", "explanation")
     rows: dict[str, list[Tensor]] = {"image": [], "text": []}
 
     def record(attribution: Attribution) -> None:
@@ -484,13 +487,17 @@ def randomization_check(
             mask = batch.attention_mask.to(reference.text.device)
             rows["text"].append(spearman(reference.text.detach(), attribution.text.detach(), mask).cpu())
 
-    record(explain_fn(work, batch))
-    devices = [p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"][:1]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for group in groups:
-            _reinitialise(work, group)
-            record(explain_fn(work, batch))
+    with stage(f"randomization {name}", total=len(groups) + 1, unit="stages") as current:
+        reference = explain_fn(work, batch)
+        record(explain_fn(work, batch))
+        current.advance(detail="original")
+        devices = [p.device.index or 0 for p in work.parameters() if p.device.type == "cuda"][:1]
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for group in groups:
+                _reinitialise(work, group)
+                record(explain_fn(work, batch))
+                current.advance(detail=", ".join(group))
     return {
         "stages": ["original", *(", ".join(g) for g in groups)],
         "image": torch.stack(rows["image"]) if rows["image"] else None,
@@ -598,7 +605,9 @@ def faithfulness_report(
     image_mean = torch.cat([b.images for b, _ in pairs]).mean(dim=(0, 2, 3))  # (3,)
     if attributions is not None and len(attributions) != len(pairs):
         raise ValueError(f"{len(attributions)} precomputed attribution sets for {len(pairs)} batches")
-    values, curves, correct = _collect(model, pairs, methods, image_mean, settings, attributions)
+    maps = sum(len(b) for b, _ in pairs) * (len(methods) + 1)  # one per example and method, the random row included
+    with stage("faithfulness", total=maps, unit="maps") as current:
+        values, curves, correct = _collect(model, pairs, methods, image_mean, settings, attributions, current)
     make_target = targets or _class_target
     randomization = _randomization(model, pairs, methods, randomization_examples, make_target, seed)
     for method, per_stage in randomization.pop("final").items():
@@ -622,9 +631,10 @@ def faithfulness_report(
 
 def _collect(
     model: nn.Module, pairs: list[tuple[Batch, Sequence[Tensor]]], methods: Sequence[str], image_mean: Tensor,
-    settings: dict[str, Any], precomputed: Sequence[Mapping[str, Attribution]] | None,
+    settings: dict[str, Any], precomputed: Sequence[Mapping[str, Attribution]] | None, progress: Stage,
 ) -> tuple[dict[str, dict[str, list[Tensor]]], dict[str, dict[str, list[Tensor]]], Tensor]:  # fmt: skip
-    """Per-example localisation and deletion / insertion values and curves of every method and the random row."""
+    """Per-example localisation and deletion / insertion values and curves of every method and the random row;
+    ``progress`` advances by a batch's examples as each method's metrics on it are done."""
     explain = importlib.import_module("mmfuse.attribution").explain
     model_fn = logits_fn(model)
     generator = torch.Generator().manual_seed(settings["seed"])
@@ -651,6 +661,7 @@ def _collect(
                 values.setdefault(name, {}).setdefault(key, []).append(v.detach().double().cpu())
             for key, c in batch_curves.items():
                 curves.setdefault(name, {}).setdefault(key, []).append(c.detach().double().cpu())
+            progress.advance(len(batch), detail=name)
     return values, curves, torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
 
 

@@ -25,9 +25,10 @@ from mmfuse.attribution.gallery import _STYLE, IMAGE_DIR
 from mmfuse.attribution.gradcam import CAM_METHODS, GradCAM
 from mmfuse.attribution.hooks import explain_mode
 from mmfuse.attribution.targets import ClassLogit
-from mmfuse.attribution.viz import overlay_heatmap, to_rgb
+from mmfuse.attribution.viz import overlay_heatmap, to_rgb, upscale
 from mmfuse.data.images import load_image
 from mmfuse.errors import ConfigError
+from mmfuse.progress import track
 
 __all__ = [
     "PHOTO_METHODS",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 PHOTO_METHODS: tuple[str, ...] = ("gradcam", "hirescam")
-_PHOTO_STYLE = "img.photo { width: 200px; height: 200px; } td.cls { text-align: left; white-space: nowrap; }"
+_PHOTO_STYLE = "td.cls { text-align: left; white-space: nowrap; }"
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,10 @@ def explain_photos(
     device = next(model.parameters()).device
     shift = torch.tensor(mean, device=device)[:, None, None]  # (3,) -> (3, 1, 1)
     scale = torch.tensor(std, device=device)[:, None, None]
-    images = [load_image(path, image_size) for path in paths]  # each (3, S, S) in [0, 1]
+    reading = track(paths, "read photos", unit="photos")
+    images = [load_image(path, image_size) for path in reading]  # each (3, S, S) in [0, 1]
     results: list[PhotoExplanation] = []
-    for start in range(0, len(images), batch_size):
+    for start in track(range(0, len(images), batch_size), "explain photos", unit="batches"):
         chunk = torch.stack(images[start : start + batch_size]).to(device)  # (b, 3, S, S)
         probabilities, classes, maps = _explain_batch(model, (chunk - shift) / scale, cams, top_k)
         names = class_names or imagenet_class_names(model, probabilities.shape[1])
@@ -209,8 +211,9 @@ def _name(names: Sequence[str] | None, index: int) -> str:
 def write_photo_gallery(out_dir: str | Path, results: Sequence[PhotoExplanation], title: str = "") -> Path:
     """Write ``index.html`` and its PNG files (under ``img/``) into ``out_dir``.
 
-    Per photo: the input as the model saw it and, per top class, its name and probability and each method's map
-    over the photo.
+    Per photo: its file name above the input as the model saw it and, per top class, its name and probability
+    beside each method's map over the photo. Pictures smaller than :data:`~mmfuse.attribution.viz.DISPLAY_SIZE`
+    are enlarged smoothly (bicubic) to that size.
 
     Args:
         out_dir: output directory (created).
@@ -224,15 +227,15 @@ def write_photo_gallery(out_dir: str | Path, results: Sequence[PhotoExplanation]
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     root = os.path.commonpath([p.path.resolve().parent for p in results]) if results else ""
     sections = []
-    for i, result in enumerate(results):
+    for i, result in enumerate(track(results, "gallery", unit="photos")):
         key = f"photo{i:03d}"
-        Image.fromarray(to_rgb(result.image)).save(out / IMAGE_DIR / f"{key}_input.png")
+        Image.fromarray(upscale(to_rgb(result.image), resample="bicubic")).save(out / IMAGE_DIR / f"{key}_input.png")
         rows = []
         for rank, prediction in enumerate(result.predictions, start=1):
             cells = []
             for method, heat in prediction.maps.items():
                 src = f"{IMAGE_DIR}/{key}_top{rank}_{method}.png"
-                Image.fromarray(overlay_heatmap(result.image, heat)).save(out / src)
+                Image.fromarray(upscale(overlay_heatmap(result.image, heat), resample="bicubic")).save(out / src)
                 cells.append(f'<td><img class="photo" src="{src}" alt="{html.escape(method)} map"></td>')
             label = f"#{rank} <b>{html.escape(prediction.name)}</b> {100 * prediction.probability:.1f}%"
             rows.append(f'<td class="cls">{label}</td>{"".join(cells)}</tr>')

@@ -1,23 +1,33 @@
 """Pictures of explanations: heat maps over the image, tokens coloured by relevance, and cross-attention grids.
 
 Pure functions that return numpy arrays, HTML strings or matplotlib figures drawn on the Agg canvas (no pyplot, no
-global backend switch, no window); the caller saves them. This is the one place where tensors become numpy.
-matplotlib is imported on first use.
+global backend switch, no window; see :func:`mmfuse.plots.new_figure`); the caller saves them. This is the one place
+where tensors become numpy. matplotlib is imported on first use.
+
+Pictures are shown at least :data:`DISPLAY_SIZE` pixels a side (:func:`upscale`): the shapes world's 64-px images by
+whole-pixel blocks (nearest neighbour, so the pixels a map marks stay visible), photos smoothly (bicubic).
 """
 
 from __future__ import annotations
 
 import html
+import math
+import textwrap
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from mmfuse.attribution.reshape import normalize_per_example, upsample
+from mmfuse.plots import new_figure
 
 __all__ = [
+    "DISPLAY_SIZE",
+    "Resample",
+    "upscale",
     "to_rgb",
     "colorize",
     "overlay_heatmap",
@@ -30,23 +40,60 @@ __all__ = [
 ]
 
 
+DISPLAY_SIZE = 256
+"""Smallest side, in pixels, of a picture in a gallery (an image, a map over it, a cross-attention panel)."""
+
+Resample = Literal["nearest", "bicubic"]
+"""How a small picture is enlarged: ``nearest`` for synthetic pixel images, ``bicubic`` for photos."""
+
+_INTERPOLATION: dict[str, str] = {"nearest": "nearest", "bicubic": "bicubic"}
+
+
 def _matplotlib() -> Any:
     try:
         import matplotlib
-        import matplotlib.figure  # noqa: F401  (loads the submodules used below)
-        import matplotlib.patches  # noqa: F401
-        from matplotlib.backends import backend_agg  # noqa: F401
+        import matplotlib.patches  # noqa: F401  (loads the submodule used below)
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("drawing explanations needs matplotlib: pip install matplotlib") from err
     return matplotlib
 
 
-def _figure(width: float, height: float) -> Any:
-    """A matplotlib Figure with its own Agg canvas."""
-    mpl = _matplotlib()
-    figure = mpl.figure.Figure(figsize=(width, height), dpi=100)
-    mpl.backends.backend_agg.FigureCanvasAgg(figure)
-    return figure
+def _check_resample(resample: str) -> None:
+    if resample not in _INTERPOLATION:
+        raise ValueError(f"resample={resample!r}: use one of {sorted(_INTERPOLATION)}")
+
+
+def upscale(pixels: np.ndarray, min_side: int = DISPLAY_SIZE, resample: Resample = "nearest") -> np.ndarray:
+    """Pixels enlarged until the shorter side is at least ``min_side``; a picture that large already is returned
+    as it is.
+
+    Args:
+        pixels: (H, W, 3) uint8.
+        min_side: the smallest side wanted.
+        resample: ``nearest`` repeats each pixel as a square block by a whole factor (a synthetic image stays
+            crisp, each of its pixels visible); ``bicubic`` scales the shorter side to exactly ``min_side``
+            (a photo stays smooth).
+
+    Returns:
+        (H', W', 3) uint8 with min(H', W') >= ``min_side``.
+
+    Example:
+        >>> upscale(np.zeros((64, 48, 3), np.uint8)).shape
+        (384, 288, 3)
+        >>> upscale(np.zeros((224, 224, 3), np.uint8), resample="bicubic").shape
+        (256, 256, 3)
+    """
+    _check_resample(resample)
+    height, width = pixels.shape[:2]
+    short = min(height, width)
+    if short >= min_side:
+        return pixels
+    if resample == "nearest":
+        factor = math.ceil(min_side / short)
+        return pixels.repeat(factor, axis=0).repeat(factor, axis=1)  # (H, W, 3) -> (H*f, W*f, 3)
+    scale = min_side / short
+    size = (max(min_side, round(width * scale)), max(min_side, round(height * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC))
 
 
 def to_rgb(image: Tensor) -> np.ndarray:
@@ -142,7 +189,7 @@ def token_heatmap_figure(tokens: Sequence[str], scores: Tensor, cmap: str = "Red
     scaled = normalize_per_example(scores.detach().float().cpu()[None])[0].nan_to_num(0.0).tolist()
     colormap = _matplotlib().colormaps[cmap]
     widths = [0.12 + 0.09 * len(t) for t in tokens]
-    figure = _figure(max(1.0, sum(widths) + 0.2), 0.7 if not title else 0.95)
+    figure = new_figure(max(1.0, sum(widths) + 0.2), 0.7 if not title else 0.95)
     ax = figure.add_axes((0, 0, 1, 0.75 if title else 1))
     ax.set_axis_off()
     ax.set_xlim(0, sum(widths) + 0.2)
@@ -201,38 +248,51 @@ def select_token(maps: Tensor, text_mask: Tensor, token: int | None = None) -> T
 
 
 def attention_grid_figure(
-    maps: Tensor, image: Tensor | None = None, title: str = "", alpha: float = 0.5, cmap: str = "jet"
+    maps: Tensor,
+    image: Tensor | None = None,
+    title: str = "",
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    panel_size: int = DISPLAY_SIZE,
+    resample: Resample = "nearest",
 ) -> Any:
     """A layers x heads grid of attention maps, over the image when given.
 
     Args:
         maps: (layers, nh, Gh, Gw) attention of one example (see :func:`select_token`).
         image: (3, H, W) float in [0, 1]; None draws the maps alone.
-        title: figure title.
+        title: figure title (e.g. the question and the answer); wrapped to the figure's width.
         alpha: weight of the maps over the image.
         cmap: a matplotlib colormap name.
+        panel_size: side of each panel in pixels (at the figure's 100 dpi).
+        resample: how a panel enlarges its picture: ``nearest`` for synthetic images, ``bicubic`` for photos.
 
     Returns:
-        A matplotlib Figure, one row per fusion layer and one column per head.
+        A matplotlib Figure, one row per fusion layer and one column per head, each panel ``panel_size`` pixels
+        square.
     """
+    _check_resample(resample)
     layers, heads = int(maps.shape[0]), int(maps.shape[1])
-    figure = _figure(1.4 * heads + 0.6, 1.4 * layers + (0.5 if title else 0.2))
-    axes = figure.subplots(layers, heads, squeeze=False)
+    side, gap, left, top = panel_size / 100, 0.08, 0.3, 0.25  # inches at 100 dpi
+    width = left + heads * (side + gap)
+    lines = textwrap.wrap(title, width=max(20, int(width * 13))) if title else []
+    height = top + 0.2 * len(lines) + (0.1 if lines else 0.0) + layers * (side + gap)
+    figure = new_figure(width, height)
     for i in range(layers):
         for j in range(heads):
             heat = maps[i, j].detach().float().cpu()
             picture = overlay_heatmap(image, heat, alpha, cmap) if image is not None else colorize(heat, cmap)
-            ax = axes[i][j]
-            ax.imshow(picture, interpolation="nearest")
+            x0, y0 = left + j * (side + gap), (layers - 1 - i) * (side + gap) + gap / 2  # lower-left corner
+            ax = figure.add_axes((x0 / width, y0 / height, side / width, side / height))
+            ax.imshow(picture, interpolation=_INTERPOLATION[resample])
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(f"head {j}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(f"layer {i}", fontsize=8)
-    if title:
-        figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+    if lines:
+        figure.suptitle("\n".join(lines), fontsize=9, y=1 - 0.05 / height, va="top")
     return figure
 
 

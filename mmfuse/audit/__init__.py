@@ -11,16 +11,37 @@ Every figure carries a confidence interval (:mod:`mmfuse.audit._stats`) and a pa
 user sets (:class:`AuditConfig`).
 """
 
-from mmfuse.audit._stats import Check, Interval, bootstrap_interval, wilson_interval
-from mmfuse.audit.balance import ClassBalance, class_balance
-from mmfuse.audit.baselines import BaselineLadder, LadderRow, baseline_ladder, write_ladder
-from mmfuse.audit.config import AuditConfig
-from mmfuse.audit.duplicates import find_duplicates, find_leakage, hash_images
-from mmfuse.audit.features import SplitFeatures, extract_features
-from mmfuse.audit.label_errors import detection_score, find_label_errors, out_of_fold_probabilities
-from mmfuse.audit.mismatch import find_mismatches, matching_probabilities
-from mmfuse.audit.report import AuditReport, audit_data, audit_model, write_audit
-from mmfuse.audit.source import SplitData, splits_of
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmfuse._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from mmfuse.audit._stats import Check, Interval, bootstrap_interval, wilson_interval
+    from mmfuse.audit.balance import ClassBalance, class_balance
+    from mmfuse.audit.baselines import BaselineLadder, LadderRow, baseline_ladder, write_ladder
+    from mmfuse.audit.config import AuditConfig
+    from mmfuse.audit.duplicates import find_duplicates, find_leakage, hash_images
+    from mmfuse.audit.features import SplitFeatures, extract_features
+    from mmfuse.audit.label_errors import detection_score, find_label_errors, out_of_fold_probabilities
+    from mmfuse.audit.mismatch import find_mismatches, matching_probabilities
+    from mmfuse.audit.report import AuditReport, audit_data, audit_model, write_audit
+    from mmfuse.audit.source import SplitData, splits_of
+
+# Module -> the public names it defines, imported on first use: `mmfuse audit --help` reads AuditConfig alone.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "mmfuse.audit._stats": ("Check", "Interval", "bootstrap_interval", "wilson_interval"),
+    "mmfuse.audit.balance": ("ClassBalance", "class_balance"),
+    "mmfuse.audit.baselines": ("BaselineLadder", "LadderRow", "baseline_ladder", "write_ladder"),
+    "mmfuse.audit.config": ("AuditConfig",),
+    "mmfuse.audit.duplicates": ("find_duplicates", "find_leakage", "hash_images"),
+    "mmfuse.audit.features": ("SplitFeatures", "extract_features"),
+    "mmfuse.audit.label_errors": ("detection_score", "find_label_errors", "out_of_fold_probabilities"),
+    "mmfuse.audit.mismatch": ("find_mismatches", "matching_probabilities"),
+    "mmfuse.audit.report": ("AuditReport", "audit_data", "audit_model", "write_audit"),
+    "mmfuse.audit.source": ("SplitData", "splits_of"),
+}
 
 __all__ = [
     "AuditConfig",
@@ -51,3 +72,5 @@ __all__ = [
     "write_audit",
     "write_ladder",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

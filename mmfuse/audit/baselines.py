@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike
 from mmfuse.audit._stats import Check, Interval, bootstrap_interval
 from mmfuse.audit.features import SplitFeatures
 from mmfuse.audit.label_errors import make_probe
+from mmfuse.progress import track
 
 __all__ = ["LadderRow", "BaselineLadder", "majority_correct", "probe_correct", "baseline_ladder", "write_ladder"]
 
@@ -168,7 +169,7 @@ def baseline_ladder(
         return LadderRow(name, method, accuracy, correct, note)
 
     rows = [row("majority class", "the most frequent training label", majority_correct(train_labels, y))]
-    for name, feature_set, method in PROBE_RUNGS:
+    for name, feature_set, method in track(PROBE_RUNGS, "probes", unit="rungs", detail=lambda rung: rung[0]):
         fit_on, score_on = train.get(feature_set), evaluation.get(feature_set)
         if fit_on is None or score_on is None:
             rows.append(row(name, method, None, f"the model has no {feature_set} features to probe"))

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from mmfuse.progress import Stage
 
 __all__ = ["SplitFeatures", "extract_features"]
 
@@ -52,7 +55,12 @@ class SplitFeatures:
 
 
 def extract_features(
-    model: nn.Module, rows: Sequence[dict[str, Any]], tokenizer: Any, batch_size: int = 128, device: str = "cpu"
+    model: nn.Module,
+    rows: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    batch_size: int = 128,
+    device: str = "cpu",
+    progress: Stage | None = None,
 ) -> SplitFeatures:
     """Run ``model`` over ``rows`` (in order, no gradients) and keep its pooled, fused and output vectors.
 
@@ -62,6 +70,7 @@ def extract_features(
         tokenizer: the model's tokenizer.
         batch_size: examples per forward.
         device: where the model runs.
+        progress: a :mod:`mmfuse.progress` stage advanced by the examples of each batch read; None = none.
     """
     from mmfuse.data.collate import ImageTextCollator
 
@@ -79,6 +88,8 @@ def extract_features(
                 parts["image"].append(out.image.pooled.float().cpu().numpy())  # (B, D)
             if out.text is not None:
                 parts["text"].append(out.text.pooled.float().cpu().numpy())  # (B, D)
+            if progress is not None:
+                progress.advance(len(batch))
     joined = {name: np.concatenate(p) if p else None for name, p in parts.items()}
     fused, logits = joined["fused"], joined["logits"]
     if fused is None or logits is None:

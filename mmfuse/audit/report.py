@@ -4,7 +4,7 @@
 :func:`audit_data` needs only the data (class balance, duplicates, leakage); :func:`audit_model` adds what needs
 frozen features of a model (label errors, image-text mismatches). The reference split (``train`` when present, else
 the first split) is where the probes are fit: its own examples are scored out of fold, the others by the probe fit
-on all of it.
+on all of it. Each detector is a :mod:`mmfuse.progress` stage (reported by ``mmfuse audit``, silent otherwise).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from mmfuse.audit.label_errors import (
 )
 from mmfuse.audit.mismatch import Mismatches, find_mismatches, matching_probabilities
 from mmfuse.audit.source import SplitData
+from mmfuse.progress import stage, track
 
 __all__ = ["AuditReport", "audit_data", "audit_model", "reference_split", "write_audit"]
 
@@ -111,14 +112,15 @@ def audit_data(
     """Class balance, duplicates within every split, and leakage of the training split into the others."""
     report = AuditReport(tuple(class_names), cfg)
     start = time.perf_counter()
-    for name, split in splits.items():
+    for name, split in track(splits.items(), "class balance", unit="splits", detail=_name):
         report.balance[name] = class_balance(
             split.labels, class_names, cfg.min_relative_share, cfg.max_imbalance_ratio, cfg.level, cfg.n_boot, cfg.seed,
             name,
         )  # fmt: skip
     report.seconds["balance"] = time.perf_counter() - start
     start = time.perf_counter()
-    hashes = {name: hash_images(split.images(), cfg.hash_size) for name, split in splits.items()}
+    with stage("image hashes", total=sum(len(s) for s in splits.values()), unit="images") as current:
+        hashes = {name: hash_images(current.track(split.images()), cfg.hash_size) for name, split in splits.items()}
     report.seconds["image_hashes"] = time.perf_counter() - start
     start = time.perf_counter()
     _duplicates_and_leakage(report, splits, hashes, train_split)
@@ -130,7 +132,7 @@ def _duplicates_and_leakage(
     report: AuditReport, splits: Mapping[str, SplitData], hashes: dict[str, ImageHashes], train_split: str
 ) -> None:
     cfg = report.config
-    for name, split in splits.items():
+    for name, split in track(splits.items(), "duplicates", unit="splits", detail=_name):
         report.duplicates[name] = find_duplicates(
             name, hashes[name], split.texts, cfg.near_duplicate_distance, cfg.max_duplicate_image_fraction,
             cfg.max_duplicate_text_fraction, cfg.max_duplicate_example_fraction, cfg.level,
@@ -139,12 +141,12 @@ def _duplicates_and_leakage(
         report.notes.append(f"no {train_split!r} split: leakage between training and evaluation was not checked")
         return
     train = (hashes[train_split], splits[train_split].texts)
-    for name, split in splits.items():
-        if name != train_split:
-            report.leakage[name] = find_leakage(
-                name, train, (hashes[name], split.texts), cfg.near_duplicate_distance, cfg.max_leaked_image_fraction,
-                cfg.max_leaked_example_fraction, cfg.max_leaked_text_fraction, cfg.level,
-            )  # fmt: skip
+    evaluation = [(name, split) for name, split in splits.items() if name != train_split]
+    for name, split in track(evaluation, "leakage", unit="splits", detail=_name):
+        report.leakage[name] = find_leakage(
+            name, train, (hashes[name], split.texts), cfg.near_duplicate_distance, cfg.max_leaked_image_fraction,
+            cfg.max_leaked_example_fraction, cfg.max_leaked_text_fraction, cfg.level,
+        )  # fmt: skip
 
 
 def audit_model(
@@ -172,7 +174,7 @@ def audit_model(
     cfg = report.config
     ref = reference_split(splits, train_split)
     positives = features[ref].fused
-    for name in splits:
+    for name in track(list(splits), "mismatches", unit="splits", detail=str):
         held_out = None if name == ref else features[name].fused
         score = matching_probabilities(positives, negatives.fused, held_out, cfg.folds, cfg.seed)
         report.mismatches[name] = find_mismatches(name, score, cfg.mismatch_z, cfg.max_mismatch_fraction, cfg.level)
@@ -188,7 +190,7 @@ def _label_errors(
         report.notes.append(f"the model has no {cfg.label_error_features!r} features: label errors were not searched")
         return
     y_ref = splits[ref].labels
-    for name, split in splits.items():
+    for name, split in track(splits.items(), "label errors", unit="splits", detail=_name):
         x = features[name].get(cfg.label_error_features)
         assert x is not None
         if name == ref:
@@ -206,6 +208,11 @@ def _label_errors(
             "classes, so the label errors and mismatches found with them mean little. Audit with --ckpt of a model "
             "trained on this data."
         )
+
+
+def _name(item: tuple[str, Any]) -> str:
+    """The name of a ``(name, value)`` item, for the progress bar."""
+    return item[0]
 
 
 def write_audit(report: AuditReport, out_dir: str | Path, plots: bool = True) -> list[Path]:

@@ -11,15 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmfuse.bench.sizes import ModelSize
 from mmfuse.errors import ConfigError
-from mmfuse.models import ImageTextModel, ModelOutput
 from mmfuse.types import Batch
+
+if TYPE_CHECKING:  # only annotations: `mmfuse bench --help` reads PRECISIONS without building models
+    from mmfuse.bench.sizes import ModelSize
+    from mmfuse.models import ImageTextModel, ModelOutput
 
 __all__ = [
     "PRECISIONS",

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from mmfuse.bench.config import SIZE_NAMES
 from mmfuse.config import FusionConfig, ModelConfig, OptimConfig, config_from_dict, resolve_model_config
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
@@ -20,9 +21,7 @@ from mmfuse.models import ImageTextModel
 from mmfuse.registry import close_matches
 from mmfuse.types import DataSpec
 
-__all__ = ["DEFAULT_EXPERIMENT", "SIZE_NAMES", "ModelSize", "build_size_model", "experiment_size", "get_size"]
-
-SIZE_NAMES = ("tiny", "small", "base")
+__all__ = ["DEFAULT_EXPERIMENT", "ModelSize", "build_size_model", "experiment_size", "get_size"]
 # The source checkout's default experiment (found next to the package in an editable install or with PYTHONPATH=.).
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "shapes_color.yaml"
 

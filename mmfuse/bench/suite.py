@@ -1,12 +1,14 @@
 """The whole AMP benchmark in one call: eager cells of every size, loss parity, Lightning overhead, then the compiled
 cells (slowest to start, so they come last), saving ``amp.json`` after every result and the tables and plots at
-the end (see :mod:`mmfuse.bench.report`)."""
+the end (see :mod:`mmfuse.bench.report`). Each part is a :mod:`mmfuse.progress` stage (reported by ``mmfuse bench``,
+silent otherwise)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,6 @@ from typing import Any
 import torch
 
 from mmfuse.bench.amp import (
-    AmpSweepConfig,
     CellResult,
     PreparedModel,
     add_speedups,
@@ -22,9 +23,11 @@ from mmfuse.bench.amp import (
     prepare_model,
     run_cells,
 )
+from mmfuse.bench.config import AmpSweepConfig
 from mmfuse.bench.overhead import OverheadResult, measure_overhead
 from mmfuse.bench.parity import ParityResult, run_parity
 from mmfuse.bench.report import collect_environment, render_report, write_json
+from mmfuse.progress import Stage, stage, track
 
 __all__ = ["run_amp_benchmark"]
 
@@ -77,6 +80,16 @@ class _Run:
     def add_cell(self, cell: CellResult) -> None:
         self.cells.append(cell)
         self.save()
+
+    def cell_saver(self, progress: Stage) -> Callable[[CellResult], None]:
+        """``on_cell`` of :func:`run_cells`: keep and save the cell, and count it as done in ``progress``."""
+
+        def on_cell(cell: CellResult) -> None:
+            self.add_cell(cell)
+            compiled = "+compile" if cell.compile else ""
+            progress.advance(detail=f"{cell.size} {cell.precision}{compiled} B={cell.batch_size}")
+
+        return on_cell
 
 
 def _describe(prepared: PreparedModel) -> dict[str, Any]:
@@ -131,25 +144,32 @@ def run_amp_benchmark(cfg: AmpSweepConfig, out: str | Path, plots: bool = True) 
 def _run_all(cfg: AmpSweepConfig, out: Path, plots: bool) -> dict[str, Any]:
     run = _Run(cfg, out, time.perf_counter(), collect_environment(cfg.torch_device))
     prepared: dict[str, PreparedModel] = {}
-    for name in cfg.sizes:
-        prepared[name] = prepare_model(load_size(name, cfg), cfg.torch_device, seed=cfg.seed)
-        run.sizes[name] = _describe(prepared[name])
-        run_cells(prepared[name], cfg, use_compile=False, deadline=run.deadline, on_cell=run.add_cell)
-        flops = prepared[name].step_flops
-        run.sizes[name]["step_gflop_per_sample"] = next((f / b / 1e9 for b, f in flops.items()), None)
+    eager = len(cfg.sizes) * len(cfg.batch_sizes) * len(cfg.precisions)
+    with stage("eager cells", total=eager, unit="cells") as current:
+        for name in cfg.sizes:
+            prepared[name] = prepare_model(load_size(name, cfg), cfg.torch_device, seed=cfg.seed)
+            run.sizes[name] = _describe(prepared[name])
+            run_cells(prepared[name], cfg, use_compile=False, deadline=run.deadline, on_cell=run.cell_saver(current))
+            flops = prepared[name].step_flops
+            run.sizes[name]["step_gflop_per_sample"] = next((f / b / 1e9 for b, f in flops.items()), None)
     if cfg.parity_steps:
         parity_batch = cfg.parity_batch_size or min(cfg.batch_sizes)
-        for name in cfg.sizes:
+        for name in track(cfg.sizes, "loss parity", unit="sizes", detail=str):
             run.parity += run_parity(prepared[name], cfg.precisions, cfg.parity_steps, parity_batch, cfg.lr, cfg.seed)
             run.save()
     if cfg.overhead_size is not None:
-        _run_overhead(run)
+        with stage("Lightning overhead"):
+            _run_overhead(run)
         run.save()
     if cfg.compile_precisions:
-        for name in cfg.sizes:
-            run_cells(prepared[name], cfg, use_compile=True, deadline=run.deadline, on_cell=run.add_cell)
+        batch_sizes = cfg.compile_batch_sizes or cfg.batch_sizes
+        compiled = len(cfg.sizes) * len(batch_sizes) * len(cfg.compile_precisions)
+        with stage("compiled cells", total=compiled, unit="cells") as current:
+            for name in cfg.sizes:
+                run_cells(prepared[name], cfg, use_compile=True, deadline=run.deadline, on_cell=run.cell_saver(current))
     run.finished = True
     run.save()
-    render_report(run.out, plots=plots)
+    with stage("report"):
+        render_report(run.out, plots=plots)
     logger.info("wrote %s in %.0f s", run.out, time.perf_counter() - run.start)
     return run.payload()

@@ -28,7 +28,6 @@ import tempfile
 import time
 import types
 import typing
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 import yaml
 
 from mmfuse.errors import ConfigError
+from mmfuse.progress import Stage, stage
 
 __all__ = [
     "add_arguments",
@@ -127,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
         report.seconds["features"] = time.perf_counter() - start
         audit_model(report, splits, features, negatives)
     try:
-        paths = write_audit(report, args.out, plots=not args.no_plots)
+        with stage("write", unit="files") as written:
+            paths = write_audit(report, args.out, plots=not args.no_plots)
+            written.advance(len(paths))
     except OSError as err:
         raise ConfigError(f"--out {args.out!r}: cannot write the report there ({err})") from err
     print("\n".join(checks_table(report.checks)))
@@ -146,14 +148,16 @@ def prepare(args: argparse.Namespace, need_model: bool, split_names: list[str] |
     model_dir = _existing(args.model, "--model", directory=True) if args.model else None
     config = _existing(args.config, "--config")
     fit_root = Path(args.out) / "fit" if need_model and ckpt is None and model_dir is None else None
-    cli = build_cli(config, args.set, fit_root)
-    if ckpt is not None:
-        from mmfuse.training import check_checkpoint_matches
+    with stage("data", unit="examples") as current:
+        cli = build_cli(config, args.set, fit_root)
+        if ckpt is not None:
+            from mmfuse.training import check_checkpoint_matches
 
-        check_checkpoint_matches(ckpt, dict(cli.model.hparams))
-    datamodule = cli.datamodule
-    datamodule.setup()
-    splits = splits_of(datamodule, split_names)
+            check_checkpoint_matches(ckpt, dict(cli.model.hparams))
+        datamodule = cli.datamodule
+        datamodule.setup()
+        splits = splits_of(datamodule, split_names)
+        current.advance(sum(len(s) for s in splits.values()), detail=", ".join(splits))
     fusion = str(cli.model.model_cfg.fusion.name)
     if not need_model:
         return ModelInputs(datamodule, None, datamodule.tokenizer, "none (--data-only)", fusion, splits)
@@ -190,7 +194,7 @@ def check_out_dir(out: str) -> None:
 def build_cli(config: Path, overrides: list[str], fit_root: Path | None = None) -> Any:
     """``build_from_config`` on the experiment, single-process on the CPU; a parse error becomes a one-line
     :class:`ConfigError` (a run's saved config.yaml loses its ``fit``-only keys first)."""
-    from mmfuse.cli import build_from_config
+    from mmfuse.training.cli import build_from_config
 
     raw = yaml.safe_load(config.read_text())
     if not isinstance(raw, dict):
@@ -198,8 +202,7 @@ def build_cli(config: Path, overrides: list[str], fit_root: Path | None = None) 
     extra = [*_CLI_OVERRIDES, *(f"--{s}" for s in overrides)]
     if fit_root is not None:
         extra.append(f"--trainer.default_root_dir={fit_root}")
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    with tempfile.TemporaryDirectory() as tmp:
         path = config
         if any(key in raw for key in _RUN_ONLY_KEYS):
             path = Path(tmp) / config.name
@@ -226,10 +229,13 @@ def load_model(cli: Any, ckpt: Path | None, model_dir: Path | None) -> tuple[Any
     if ckpt is not None:
         from mmfuse.training import FusionLitModule
 
-        model = FusionLitModule.load_from_checkpoint(str(ckpt), map_location="cpu").model
+        with stage("model"):
+            model = FusionLitModule.load_from_checkpoint(str(ckpt), map_location="cpu").model
         return model, datamodule.tokenizer, f"checkpoint {ckpt}"
     if model_dir is not None:
-        return (*_from_pretrained(model_dir, datamodule), f"saved model {model_dir}")
+        with stage("model"):
+            loaded = _from_pretrained(model_dir, datamodule)
+        return (*loaded, f"saved model {model_dir}")
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=datamodule)
     steps = int(cli.trainer.global_step)
@@ -242,20 +248,30 @@ def read_features(
 ) -> tuple[dict[str, Any], Any]:
     """Frozen features of every split, and of ``num_negatives`` shuffled pairs of the reference split (the matching
     probe's negatives; None when ``num_negatives`` is 0 or the split has fewer than 2 examples)."""
-    from mmfuse.audit import extract_features
     from mmfuse.audit.mismatch import derangement
     from mmfuse.audit.report import reference_split
     from mmfuse.audit.source import ShuffledPairs
 
-    read = {"tokenizer": inputs.tokenizer, "batch_size": args.batch_size, "device": args.device}
-    features: dict[str, Any] = {name: extract_features(inputs.model, s.rows, **read) for name, s in splits.items()}
     ref = splits[reference_split(splits)]
-    if len(ref) < 2 or num_negatives < 2:
-        return features, None
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(ref), size=min(num_negatives, len(ref)), replace=False))
-    text_of = chosen[derangement(len(chosen), seed)]
-    return features, extract_features(inputs.model, ShuffledPairs(ref, chosen, text_of), **read)
+    pairs = None
+    if len(ref) >= 2 and num_negatives >= 2:
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(len(ref), size=min(num_negatives, len(ref)), replace=False))
+        pairs = ShuffledPairs(ref, chosen, chosen[derangement(len(chosen), seed)])
+    total = sum(len(s) for s in splits.values()) + (0 if pairs is None else len(pairs))
+    with stage("features", total=total, unit="examples") as current:
+        features = {name: _features(inputs, s.rows, name, current, args) for name, s in splits.items()}
+        negatives = None if pairs is None else _features(inputs, pairs, "shuffled pairs", current, args)
+    return features, negatives
+
+
+def _features(inputs: ModelInputs, rows: Any, name: str, progress: Stage, args: argparse.Namespace) -> Any:
+    """:func:`~mmfuse.audit.extract_features` of ``rows`` (called ``name`` beside the bar)."""
+    from mmfuse.audit import extract_features
+
+    progress.advance(0, detail=name)
+    read = {"tokenizer": inputs.tokenizer, "batch_size": args.batch_size, "device": args.device}
+    return extract_features(inputs.model, rows, **read, progress=progress)
 
 
 def _from_pretrained(model_dir: Path, datamodule: Any) -> tuple[Any, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mmfuse.bench import PRECISIONS, SIZE_NAMES, AmpSweepConfig, run_amp_benchmark
+from mmfuse.bench import PRECISIONS, SIZE_NAMES, AmpSweepConfig
 from mmfuse.errors import ConfigError
 
 __all__ = ["add_amp_arguments", "add_arguments", "config_from_args", "run", "run_amp"]
@@ -94,6 +94,8 @@ def config_from_args(args: argparse.Namespace) -> AmpSweepConfig:
 
 def run_amp(args: argparse.Namespace) -> int:
     """Run the AMP benchmark and print its tables."""
+    from mmfuse.bench import run_amp_benchmark  # builds models: timm and transformers
+
     cfg = config_from_args(args)
     out = Path(args.out.format(device=cfg.device))
     results = run_amp_benchmark(cfg, out, plots=not args.no_plots)

@@ -20,15 +20,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from mmfuse.errors import ConfigError
-from mmfuse.types import Batch
+from mmfuse.progress import stage
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmfuse.types import Batch
 
 __all__ = ["add_arguments", "run", "run_photos", "ExplainInputs", "prepare", "explain_examples"]
 
@@ -92,6 +95,8 @@ class ExplainInputs:
 
 def run(args: argparse.Namespace) -> int:
     """Explain, write the gallery and (``--evaluate``) the faithfulness report; print where they are."""
+    import torch
+
     from mmfuse.attribution.gallery import write_gallery
     from mmfuse.attribution.metrics import faithfulness_report, format_report
 
@@ -133,17 +138,20 @@ def prepare(args: argparse.Namespace) -> ExplainInputs:
     model_dir = _existing(args.model, "--model", directory=True) if args.model else None
     ckpt = _existing(args.ckpt, "--ckpt") if args.ckpt else None
     config = _data_config(args.config, model_dir)
-    cli = _build(config, args.set)
-    if ckpt is not None:
-        from mmfuse.training import check_checkpoint_matches
+    with stage("data", unit="examples") as current:
+        cli = _build(config, args.set)
+        if ckpt is not None:
+            from mmfuse.training import check_checkpoint_matches
 
-        check_checkpoint_matches(ckpt, dict(cli.model.hparams))
-    datamodule = cli.datamodule
-    datamodule.setup()
-    split = _split(datamodule.splits, args.split)
-    indices = _indices(args.index, args.n, split.num_rows, args.split)
-    model, tokenizer = _load_model(args.ckpt, model_dir, datamodule)
-    model = model.to(args.device).eval()
+            check_checkpoint_matches(ckpt, dict(cli.model.hparams))
+        datamodule = cli.datamodule
+        datamodule.setup()
+        split = _split(datamodule.splits, args.split)
+        indices = _indices(args.index, args.n, split.num_rows, args.split)
+        current.advance(len(indices), detail=args.split)
+    with stage("model"):
+        model, tokenizer = _load_model(args.ckpt, model_dir, datamodule)
+        model = model.to(args.device).eval()
     return ExplainInputs(model, tokenizer, split.select(indices), indices, datamodule.spec.class_names, methods)
 
 
@@ -161,8 +169,9 @@ def run_photos(args: argparse.Namespace) -> int:
     from mmfuse.attribution.photos import explain_photos, write_photo_gallery
 
     paths, methods = _check_photo_args(args)
-    classifier = load_classifier(args.classifier, args.weights)
-    model = classifier.model.to(args.device)
+    with stage("model"):
+        classifier = load_classifier(args.classifier, args.weights)
+        model = classifier.model.to(args.device)
     results = explain_photos(
         model, paths, methods, args.target_layer, args.top_k, classifier.class_names, classifier.image_size,
         classifier.mean, classifier.std, args.batch_size,
@@ -218,6 +227,8 @@ def explain_examples(inputs: ExplainInputs, batch_size: int) -> tuple[Batch, lis
         the question refers to, method -> :class:`~mmfuse.attribution.Attribution` over all examples, and the
         (B,) predicted classes.
     """
+    import torch
+
     from mmfuse.attribution import explain
     from mmfuse.data.collate import ImageTextCollator
 
@@ -228,18 +239,22 @@ def explain_examples(inputs: ExplainInputs, batch_size: int) -> tuple[Batch, lis
     device = next(inputs.model.parameters()).device
     parts: dict[str, list[Any]] = {}
     predictions = []
-    for start in range(0, len(batch), batch_size):
-        chunk = _rows_of(batch, start, batch_size).to(device)
-        with torch.no_grad():
-            predictions.append(
-                inputs.model(chunk.images, chunk.input_ids, chunk.attention_mask).logits.argmax(-1).cpu()
-            )
-        for name, attribution in explain(inputs.model, chunk, methods=tuple(inputs.methods)).items():
-            parts.setdefault(name, []).append(attribution)
+    with stage("attributions", total=len(batch) * len(inputs.methods), unit="maps") as current:
+        for start in range(0, len(batch), batch_size):
+            chunk = _rows_of(batch, start, batch_size).to(device)
+            with torch.no_grad():
+                predictions.append(
+                    inputs.model(chunk.images, chunk.input_ids, chunk.attention_mask).logits.argmax(-1).cpu()
+                )
+            explained = explain(inputs.model, chunk, methods=tuple(inputs.methods), progress=current)
+            for name, attribution in explained.items():
+                parts.setdefault(name, []).append(attribution)
     return batch, boxes, {name: _concat(name, chunks) for name, chunks in parts.items()}, torch.cat(predictions)
 
 
 def _rows_of(batch: Batch, start: int, size: int) -> Batch:
+    from mmfuse.types import Batch
+
     rows = slice(start, start + size)
     labels = None if batch.labels is None else batch.labels[rows]
     return Batch(batch.images[rows], batch.input_ids[rows], batch.attention_mask[rows], labels)
@@ -255,6 +270,8 @@ def _slice(attribution: Any, start: int, size: int) -> Any:
 
 def _concat(name: str, chunks: list[Any]) -> Any:
     """One Attribution over all chunks (on the CPU)."""
+    import torch
+
     from mmfuse.attribution import Attribution
 
     def cat(field: str) -> torch.Tensor | None:
@@ -289,6 +306,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def _check_device(device: str) -> None:
+    import torch
+
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"--device {device!r}: use cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -317,15 +336,13 @@ def _data_config(config: str | None, model_dir: Path | None) -> Path:
 
 def _build(config: Path, overrides: list[str]) -> Any:
     """``build_from_config`` on the experiment; a run's saved config.yaml loses its ``fit``-only keys first."""
-    from mmfuse.cli import build_from_config
+    from mmfuse.training.cli import build_from_config
 
     raw = yaml.safe_load(config.read_text())
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {str(config)!r} is not a YAML mapping")
     extra = [*_CLI_OVERRIDES, *(f"--{s}" for s in overrides)]
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # `mmfuse explain`'s own argv is not LightningCLI's; its warning about both being given does not apply.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    with tempfile.TemporaryDirectory() as tmp:
         if not any(key in raw for key in _RUN_ONLY_KEYS):
             return build_from_config(config, extra)
         stripped = Path(tmp) / config.name

@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mmfuse.errors import ConfigError
+from mmfuse.progress import stage
 
 __all__ = ["add_arguments", "run"]
 
@@ -134,7 +133,9 @@ def _robustness(args: argparse.Namespace) -> int:
         joint=args.joint, shift=shift, split=args.split, severities=args.severities, batch_size=args.batch_size,
         n_boot=args.n_boot, level=args.level, seed=args.seed,
     )  # fmt: skip
-    paths = report.write(args.out, plot=not args.no_plot)
+    with stage("write", unit="files") as written:
+        paths = report.write(args.out, plot=not args.no_plot)
+        written.advance(len(paths))
     print(f"clean accuracy on {args.split} ({report.clean.n} examples): {report.clean.format()}")
     for kind in ("image", "text", "joint", "shift"):
         for name, conditions in report.curves(kind).items():
@@ -155,18 +156,21 @@ def _prepare(args: argparse.Namespace, check: Callable[[Any], None] | None = Non
     from mmfuse.training import FusionLitModule, check_checkpoint_matches
 
     ckpt = _existing(args.ckpt, "--ckpt")
-    cli = _build(_existing(args.config, "--config"), args.set)
-    check_checkpoint_matches(ckpt, dict(cli.model.hparams))
-    datamodule = cli.datamodule
-    if Path(args.out).is_file():
-        raise ConfigError(f"--out {args.out!r} is a file; give a directory")
-    if check is not None:
-        check(datamodule)
-    datamodule.setup()
-    split = _split(datamodule.splits, args.split, "--split")
-    model = FusionLitModule.load_from_checkpoint(ckpt, map_location="cpu").model.to(args.device).eval()
-    collate = ImageTextCollator(datamodule.tokenizer)
-    data = ProbeData.from_split(split, collate, limit=args.n, class_names=datamodule.spec.class_names)
+    with stage("data", unit="examples") as current:
+        cli = _build(_existing(args.config, "--config"), args.set)
+        check_checkpoint_matches(ckpt, dict(cli.model.hparams))
+        datamodule = cli.datamodule
+        if Path(args.out).is_file():
+            raise ConfigError(f"--out {args.out!r} is a file; give a directory")
+        if check is not None:
+            check(datamodule)
+        datamodule.setup()
+        split = _split(datamodule.splits, args.split, "--split")
+        collate = ImageTextCollator(datamodule.tokenizer)
+        data = ProbeData.from_split(split, collate, limit=args.n, class_names=datamodule.spec.class_names)
+        current.advance(len(data), detail=args.split)
+    with stage("model"):
+        model = FusionLitModule.load_from_checkpoint(ckpt, map_location="cpu").model.to(args.device).eval()
     return datamodule, model, data
 
 
@@ -177,6 +181,8 @@ def _split(splits: Any, name: str, flag: str) -> Any:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
+    import torch
+
     if args.n < 1 or args.batch_size < 1 or args.n_boot < 1 or not 0.0 < args.level < 1.0:
         raise ConfigError(
             f"--n ({args.n}), --batch-size ({args.batch_size}) and --n-boot ({args.n_boot}) must be >= 1 and "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.errors import ConfigError
+from mmfuse.progress import stage, track
 
 __all__ = ["add_arguments", "run", "RUNNABLE"]
 
@@ -58,14 +59,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_file():
         raise ConfigError(f"--out {args.out!r} is a file; give a directory")
-    cli = _build(config, args.set)
-    check_checkpoint_matches(ckpt, dict(cli.model.hparams))
-    ran = [_run_check(name, ckpt, config, out / "checks" / name, args.set) for name in to_run]
+    with stage("config"):
+        cli = _build(config, args.set)
+        check_checkpoint_matches(ckpt, dict(cli.model.hparams))
+    checks = track(to_run, "checks", unit="checks", detail=str)
+    ran = [_run_check(name, ckpt, config, out / "checks" / name, args.set) for name in checks]
     sections = find_sections([*ran, *args.sources])
     provenance, provenance_path = _provenance(ckpt)
+    with stage("checkpoint"):
+        facts = _checkpoint_facts(ckpt)
     md_path, html_path = write_model_report(
-        out, checkpoint=_checkpoint_facts(ckpt), config_text=config.read_text(), config_path=str(config),
-        provenance=provenance, provenance_path=provenance_path, sections=sections,
+        out, checkpoint=facts, config_text=config.read_text(), config_path=str(config), provenance=provenance,
+        provenance_path=provenance_path, sections=sections,
     )  # fmt: skip
     for section in sections:
         print(f"{section.spec.title:<30} {'included: ' + str(section.source) if section.source else 'not run'}")

@@ -39,9 +39,7 @@ class ResumableDataModule(L.LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
         self._pending_state: dict[str, int] | None = None
 
-    def _resumable_loader(
-        self, dataset: Any, batch_size: int, seed: int | None, **kwargs: Any
-    ) -> ResumableDataLoader:
+    def _resumable_loader(self, dataset: Any, batch_size: int, seed: int | None, **kwargs: Any) -> ResumableDataLoader:
         """The shuffled training loader: order from (seed, epoch), sharded over the trainer's processes, its
         position tracked for checkpoints. ``seed`` None = the run's ``seed_everything`` value."""
         trainer = self.trainer

@@ -16,7 +16,14 @@ from mmfuse._weights import TORCHVISION_PREFIX
 from mmfuse.registry import Registry
 from mmfuse.types import EncoderOutput
 
-__all__ = ["VISION_ENCODERS", "TEXT_ENCODERS", "build_vision_encoder", "build_text_encoder", "image_tokens_output"]
+__all__ = [
+    "VISION_ENCODERS",
+    "TEXT_ENCODERS",
+    "build_vision_encoder",
+    "build_text_encoder",
+    "encoder_backbone",
+    "image_tokens_output",
+]
 
 VISION_ENCODERS: Registry[type[nn.Module]] = Registry("vision_encoder")
 TEXT_ENCODERS: Registry[type[nn.Module]] = Registry("text_encoder")
@@ -35,6 +42,16 @@ def build_vision_encoder(cfg: Any, out_dim: int, img_size: int) -> nn.Module:
 def build_text_encoder(cfg: Any, out_dim: int, vocab_size: int, pad_token_id: int) -> nn.Module:
     """Build the registered text encoder named by ``cfg.name``, projecting to ``out_dim``."""
     return TEXT_ENCODERS.get(cfg.name)(cfg, out_dim=out_dim, vocab_size=vocab_size, pad_token_id=pad_token_id)
+
+
+def encoder_backbone(encoder: nn.Module) -> nn.Module:
+    """The pretrained part of an encoder (its ``backbone``: a timm or torchvision model, a transformers model), which
+    ``speed.freeze_*``, ``optim.unfreeze_after_*`` and ``optim.lr_mult`` act on. The rest of the encoder -- its
+    projection to the common width and position embedding -- is new and trains like the fusion."""
+    backbone = getattr(encoder, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise TypeError(f"{type(encoder).__name__} has no backbone module: every registered encoder needs one")
+    return backbone
 
 
 def image_tokens_output(

@@ -60,7 +60,7 @@ class HFTextEncoderConfig:
             ``siglip``: its text tower is built) or an encoder-decoder (``t5``, ``mt5``: its encoder is built).
         pretrained: a local directory written by ``save_pretrained`` or a Hugging Face hub id (``org/name``, read
             from the Hugging Face cache and downloaded into it when online); overrides ``model_type`` and
-            ``config_kwargs``. Its tokenizer is the data's default tokenizer (see ``mmfuse.cli``).
+            ``config_kwargs``. Its tokenizer is the data's default tokenizer (see ``mmfuse.training.cli``).
         config_kwargs: fields of the transformers config (e.g. ``hidden_size``, ``num_hidden_layers``); for a dual
             encoder, ``text_config: {...}``. The vocabulary size and padding id come from the tokenizer.
         attn_implementation: ``sdpa`` (fast; models without an SDPA path, e.g. DeBERTa-v2, run ``eager``) or
@@ -323,6 +323,11 @@ class HFTextEncoder(nn.Module):
         self.out_dim = out_dim
         self.tokenizer_name = cfg.pretrained  # whose ids it reads; None = any tokenizer it was sized to
         self.proj = nn.Linear(int(config.hidden_size), out_dim)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The transformers model: what ``speed.freeze_text`` and ``optim.unfreeze_after_*`` freeze (not ``proj``)."""
+        return self.model
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> EncoderOutput:
         """Encode token ids.

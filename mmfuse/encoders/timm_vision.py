@@ -279,6 +279,10 @@ class TimmVisionEncoder(nn.Module):
         # (B, Gh, Gw, C) -> (B, C, Gh, Gw) for NHWC stages (Swin, ...); NCHW maps pass through
         return fmap.permute(0, 3, 1, 2) if self.channels_last_output else fmap
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters kept out of weight decay, as timm models list theirs: the grid's position embedding."""
+        return {"pos_embed"}
+
     def forward(self, images: Tensor) -> EncoderOutput:
         """Encode images.
 

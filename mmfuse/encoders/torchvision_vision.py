@@ -119,6 +119,10 @@ class TorchvisionVisionEncoder(nn.Module):
         )
         self.use_grad_checkpointing = False
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters kept out of weight decay, as timm models list theirs: the grid's position embedding."""
+        return {"pos_embed"}
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the backbone in the backward pass instead of keeping its activations (one segment: a traced
         graph has no blocks to checkpoint one by one)."""

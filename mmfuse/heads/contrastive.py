@@ -29,14 +29,20 @@ class ContrastiveHeadConfig:
         temperature: initial softmax temperature (CLIP: 0.07); the logit scale is 1 / temperature.
         learn_temperature: learn the temperature (as CLIP's ``logit_scale``) or keep it fixed.
         max_logit_scale: upper clamp of the learned logit scale (CLIP: 100), which keeps the loss stable.
+        itm_weight: weight of the image-text matching (ITM) loss added to this contrastive loss (weight 1) in
+            training; ALBEF and BLIP add them with equal weight. A smaller one lets the contrastive ranking lead when
+            few pairs train both.
     """
 
     embed_dim: int = 256
     temperature: float = 0.07
     learn_temperature: bool = True
     max_logit_scale: float = 100.0
+    itm_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.itm_weight >= 0.0:
+            raise ConfigError(f"model.contrastive.itm_weight={self.itm_weight}: must be >= 0")
         if self.embed_dim <= 0 or not 0.0 < self.temperature or 1.0 / self.temperature > self.max_logit_scale:
             raise ConfigError(
                 f"model.contrastive: embed_dim={self.embed_dim} must be positive and temperature={self.temperature} "

@@ -27,6 +27,7 @@ from mmfuse.probes.data import ProbeData, predict_probs
 from mmfuse.probes.image_edits import ImageCounterfactual, check_edited_image, edit_name
 from mmfuse.probes.invariance import AttributeResult, CounterfactualReport, InvarianceResult
 from mmfuse.probes.lexicons import AttributeLexicon, load_lexicons
+from mmfuse.progress import stage, track
 
 __all__ = ["assert_invariant", "counterfactual_report", "text_counterfactuals"]
 
@@ -96,10 +97,12 @@ def counterfactual_report(
     _check_settings(tolerance, dp_tolerance, batch_size, n_boot, level)
     lexicons = _select(_lexicons(lists), attributes)
     settings = {"n_boot": n_boot, "level": level, "seed": seed, "tolerance": tolerance, "dp_tolerance": dp_tolerance}
-    probs = predict_probs(model, data.batches(batch_size))  # (N, K)
+    with stage("original predictions", unit="examples") as current:
+        probs = predict_probs(model, data.batches(batch_size))  # (N, K)
+        current.advance(len(probs))
     texts = [str(r["text"]) for r in data.records]
     results = []
-    for lexicon in lexicons.values():
+    for lexicon in track(lexicons.values(), "text attributes", unit="attributes", detail=lambda lex: lex.name):
         items = text_counterfactuals(texts, lexicon)
         if not items:
             if attributes is not None:
@@ -117,7 +120,7 @@ def counterfactual_report(
             _result(lexicon.name, "text", lexicon.description, probs, predict_probs(model, batches), indices, pairs,
                     shown, data.class_names, settings, n_shown)
         )  # fmt: skip
-    for counterfactual in image_edits:
+    for counterfactual in track(image_edits, "image edits", unit="edits", detail=lambda edit: edit.name):
         results.append(_image_result(model, data, counterfactual, probs, batch_size, settings, n_shown))
     if all(r.overall is None for r in results):
         names = [r.attribute for r in results] or list(lexicons)

@@ -1,10 +1,12 @@
 """Accuracy-against-severity curves of a robustness report, drawn on matplotlib's Agg canvas (imported on first use;
-no pyplot, no global backend switch)."""
+no pyplot, no global backend switch; see :func:`mmfuse.plots.new_figure`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmfuse.plots import new_figure
 
 if TYPE_CHECKING:
     from mmfuse.probes.robustness import RobustnessReport
@@ -14,22 +16,11 @@ __all__ = ["save_robustness_curves"]
 _PANELS = (("image", "image corruptions"), ("text", "text perturbations"), ("joint", "image + text"))
 
 
-def _figure(width: float, height: float) -> Any:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("drawing robustness curves needs matplotlib: pip install matplotlib") from err
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def save_robustness_curves(report: RobustnessReport, path: str | Path) -> Path:
     """Save one panel per kind (image, text, joint): accuracy with its interval against severity, severity 0 being
     the clean accuracy; the shifted split's accuracy is a dashed line. Returns ``path``."""
     panels = [(kind, title) for kind, title in _PANELS if report.curves(kind)]
-    figure = _figure(4.2 * max(len(panels), 1), 3.6)
+    figure = new_figure(4.2 * max(len(panels), 1), 3.6)
     shift = report.curves("shift").get("shift")
     for k, (kind, title) in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), k + 1)

@@ -28,6 +28,7 @@ from mmfuse.probes._stats import Estimate, bootstrap_mean, bootstrap_relative_dr
 from mmfuse.probes.corruptions import IMAGE_CORRUPTIONS, corrupt_image
 from mmfuse.probes.data import ImageEditFn, ProbeData, TextEditFn, predict_probs
 from mmfuse.probes.text_perturb import TEXT_PERTURBATIONS, perturb_text
+from mmfuse.progress import stage, track
 
 __all__ = ["Condition", "RobustnessReport", "robustness_report", "example_seed"]
 
@@ -169,16 +170,28 @@ def robustness_report(
         batches = data.batches(batch_size, text_edit=text_edit, image_edit=image_edit)
         return (predict_probs(model, batches).argmax(dim=1).numpy() == labels).astype(np.float64)
 
-    clean = correct()
+    plan = _plan(images, texts, joint, severities, seed)
+    with stage("clean accuracy", unit="examples") as current:
+        clean = correct()
+        current.advance(len(clean))
     conditions = []
-    for kind, name, severity, text_edit, image_edit in _plan(images, texts, joint, severities, seed):
+    for kind, name, severity, text_edit, image_edit in track(plan, "conditions", unit="conditions", detail=_label):
         accuracy, drop = bootstrap_relative_drop(clean, correct(text_edit, image_edit), paired=True, **boot)
         conditions.append(Condition(kind, name, severity, accuracy, drop))
     if shift is not None:
-        shifted = (predict_probs(model, shift.batches(batch_size)).argmax(1).numpy() == shift.labels.numpy()) * 1.0
+        with stage("shifted split", unit="examples") as current:
+            probs = predict_probs(model, shift.batches(batch_size))
+            shifted = (probs.argmax(1).numpy() == shift.labels.numpy()) * 1.0
+            current.advance(len(shifted))
         accuracy, drop = bootstrap_relative_drop(clean, shifted, paired=False, **boot)
         conditions.append(Condition("shift", "shift", 0, accuracy, drop))
     return RobustnessReport(bootstrap_mean(clean, **boot), tuple(conditions), split, level, seed)
+
+
+def _label(condition: tuple[str, str, int, Any, Any]) -> str:
+    """``image gaussian_noise @3``: a planned condition, for the progress bar."""
+    kind, name, severity, _, _ = condition
+    return f"{kind} {name} @{severity}"
 
 
 def _names(chosen: Sequence[str] | None, known: list[str], kind: str) -> list[str]:

@@ -42,8 +42,8 @@ __all__ = ["RetrievalObjective", "match_scorer"]
 
 @TASKS.register("retrieval")
 class RetrievalObjective(TaskObjective):
-    """ITC + ITM loss; ITM accuracy on the training pairs (``train/itm_acc``), recall@K on val and test (and, with
-    ``metrics.rerank_k``, the recall@K of the ITM re-ranking).
+    """ITC + ``contrastive.itm_weight`` x ITM loss; ITM accuracy on the training pairs (``train/itm_acc``), recall@K
+    on val and test (and, with ``metrics.rerank_k``, the recall@K of the ITM re-ranking).
 
     Args:
         cfg: the resolved model config (``task: retrieval``).
@@ -70,7 +70,8 @@ class RetrievalObjective(TaskObjective):
         itm_logits = model.fuse(pairs.image, pairs.text).logits  # (P, 2)
         itm = F.cross_entropy(itm_logits, pairs.labels)
         self.train_metric.update(itm_logits.detach(), pairs.labels)
-        return StepOutput(itc + itm, {"itc_loss": itc.detach(), "itm_loss": itm.detach()})
+        loss = itc + model.cfg.contrastive.itm_weight * itm
+        return StepOutput(loss, {"itc_loss": itc.detach(), "itm_loss": itm.detach()})
 
     def evaluation_step(self, model: ImageTextModel, batch: Batch, stage: Stage) -> StepOutput:
         image_ids = _image_ids(batch)

@@ -1,4 +1,5 @@
-"""Callbacks: a run summary (observes only), and the encoders' freeze schedule and weight EMA of ``model.optim``."""
+"""Callbacks: a run summary (observes; writes the curves and the next steps at the end of ``fit``), and the
+encoders' freeze schedule and weight EMA of ``model.optim``."""
 
 from __future__ import annotations
 
@@ -10,25 +11,41 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mmfuse.encoders import encoder_backbone
 from mmfuse.errors import ConfigError
+from mmfuse.training.curves import write_curves
+from mmfuse.training.next_steps import format_next_steps
 from mmfuse.types import Batch
 
 __all__ = ["EMAWeights", "EncoderFreezeSchedule", "RunSummary"]
 
 
 class RunSummary(L.Callback):
-    """Counts training samples and wall time, so a run can end with one summary table.
+    """Counts training samples and wall time, so a run can end with one summary table; at the end of ``fit`` draws
+    the run's training curves (``curves.png`` beside ``metrics.csv``, see :func:`~mmfuse.training.curves.write_curves`)
+    and keeps the commands that check the trained model next (``next_steps_text``, which ``mmfuse fit`` prints after
+    its summary table; see :func:`~mmfuse.training.next_steps.next_step_commands`).
 
-    Counting happens on the host from the batch shape: no device sync per step.
+    Counting happens on the host from the batch shape: no device sync per step. Drawing and the next steps happen on
+    global rank 0 only, without a collective.
+
+    Args:
+        redraw_every_s: also redraw ``curves.png`` at the end of a validation during ``fit`` once this many seconds
+            have passed since the last drawing (so a long run's curves can be watched); None draws at the end only.
+        next_steps: gather the next-step commands at the end of ``fit``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, redraw_every_s: float | None = 300.0, next_steps: bool = True) -> None:
+        self.redraw_every_s = redraw_every_s
+        self.next_steps = next_steps
         self.fit_seconds = 0.0
         self.train_samples = 0
         self._start: float | None = None
+        self._drawn: float | None = None
+        self.next_steps_text: str | None = None  # printed after the fit's summary table
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start = self._drawn = time.perf_counter()
         self.train_samples = 0
 
     def on_train_batch_end(
@@ -40,13 +57,27 @@ class RunSummary(L.Callback):
         if self._start is not None and not trainer.sanity_checking:  # lets a run say when it reached an accuracy
             pl_module.log("time/fit_elapsed_s", time.perf_counter() - self._start, rank_zero_only=True)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.redraw_every_s is None or self._drawn is None or trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        if trainer.is_global_zero and time.perf_counter() - self._drawn >= self.redraw_every_s:
+            write_curves(trainer)
+            self._drawn = time.perf_counter()
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._start is not None:
             self.fit_seconds = time.perf_counter() - self._start
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:  # rank 0 only: nothing below may call a collective
+            return
+        curves = write_curves(trainer)
+        self.next_steps_text = format_next_steps(trainer, curves) if self.next_steps else None
+
     def rows(self, trainer: L.Trainer) -> list[tuple[str, str]]:
-        """(name, value) rows: the logged metrics plus time and throughput."""
-        rows = [(k, f"{float(v):.4f}") for k, v in sorted(trainer.callback_metrics.items())]
+        """(name, value) rows: the logged metrics (learning rates to 4 significant digits) plus time and throughput."""
+        metrics = sorted(trainer.callback_metrics.items())
+        rows = [(k, f"{float(v):.4g}" if k.startswith("lr/") else f"{float(v):.4f}") for k, v in metrics]
         if self.fit_seconds:
             rows.append(("fit wall time (s)", f"{self.fit_seconds:.1f}"))
             rows.append(("train samples/s", f"{self.train_samples / self.fit_seconds:.1f}"))
@@ -55,7 +86,9 @@ class RunSummary(L.Callback):
 
 
 class EncoderFreezeSchedule(L.Callback):
-    """Keeps the encoders frozen for the first ``steps`` optimizer steps (or ``epochs`` epochs), then trains them.
+    """Keeps the encoders' backbones frozen for the first ``steps`` optimizer steps (or ``epochs`` epochs), then
+    trains them. The projections to the common width (and their position embeddings) train from the first step: they
+    start from random weights.
 
     Whether they are frozen is read from the trainer's ``global_step`` (or ``current_epoch``) at the start of every
     training batch, so a resumed run freezes and unfreezes exactly where an uninterrupted one does. Frozen means: the
@@ -93,9 +126,9 @@ class EncoderFreezeSchedule(L.Callback):
         if stage != "fit":
             return
         model: Any = pl_module.model
-        encoders = [e for e in (model.vision, model.text) if e is not None]
-        self._params = [p for encoder in encoders for p in encoder.parameters() if p.requires_grad]
-        self._encoders = [e for e in encoders if any(p.requires_grad for p in e.parameters())]
+        backbones = [encoder_backbone(e) for e in (model.vision, model.text) if e is not None]
+        self._params = [p for backbone in backbones for p in backbone.parameters() if p.requires_grad]
+        self._encoders = [b for b in backbones if any(p.requires_grad for p in b.parameters())]
         self._frozen = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

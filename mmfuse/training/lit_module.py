@@ -25,7 +25,7 @@ from mmfuse.config import (
     config_from_dict,
     resolve_model_config,
 )
-from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
+from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig, encoder_backbone
 from mmfuse.errors import ConfigError
 from mmfuse.heads import ClassificationHeadConfig, ContrastiveHeadConfig
 from mmfuse.models import ImageTextModel
@@ -45,7 +45,8 @@ class FusionLitModule(L.LightningModule):
 
     The model's fields sit at the top of the ``model:`` section of an experiment YAML (``model.task``,
     ``model.vision``, ``model.fusion``...); values the data determines (classes, vocabulary, image size) come from
-    ``data_spec``. Logged: ``train/loss`` (and the task's loss parts), ``{val,test}/loss``, and per epoch the task's
+    ``data_spec``. Logged: ``train/loss`` (and the task's loss parts), the learning rate of each module
+    (``lr/vision``, ``lr/text``, ``lr/fusion``, ``lr/head``), ``{val,test}/loss``, and per epoch the task's
     metrics (``model.metrics``): by default ``acc`` (accuracy; for VQA the soft VQA accuracy), or for retrieval
     ``train/itm_acc`` and ``{val,test}/t2i_r{1,5,10}``, ``i2t_r{1,5,10}`` and ``r_mean`` (plus ``..._itm`` with
     re-ranking).
@@ -116,12 +117,12 @@ class FusionLitModule(L.LightningModule):
             raise UnsafeCheckpointError(f"refusing to load {str(checkpoint_path)!r}: {err}") from err
 
     def train(self, mode: bool = True) -> FusionLitModule:
-        """Frozen encoders stay in eval mode (BatchNorm statistics and dropout off) while the rest trains."""
+        """Frozen encoder backbones stay in eval mode (BatchNorm statistics and dropout off) while the rest trains."""
         super().train(mode)
         frozen_encoders = [(self.speed.freeze_vision, self.model.vision), (self.speed.freeze_text, self.model.text)]
         for frozen, encoder in frozen_encoders:
             if frozen and encoder is not None:
-                encoder.eval()
+                encoder_backbone(encoder).eval()
         return self
 
     def setup(self, stage: str) -> None:
@@ -143,6 +144,7 @@ class FusionLitModule(L.LightningModule):
             self.log("train/loss", step.loss, prog_bar=True, batch_size=len(batch))
             for name, value in step.parts.items():
                 self.log(f"train/{name}", value, batch_size=len(batch))
+            self.log_dict(self._learning_rates(), batch_size=len(batch))
         return step.loss
 
     def on_train_epoch_end(self) -> None:
@@ -191,6 +193,18 @@ class FusionLitModule(L.LightningModule):
             callbacks.append(EMAWeights(decay=cfg.ema_decay))
         return callbacks
 
+    def _learning_rates(self) -> dict[str, float]:
+        """``lr/<module>`` (``lr/vision``, ``lr/fusion``...): the largest learning rate of the module's parameter
+        groups at this step (with layer decay an encoder's lower layers get fixed fractions of it); an encoder's
+        projection, which trains at the base rate, is ``lr/<encoder>.proj``."""
+        rates: dict[str, float] = {}
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                name = str(group.get("name", "all")).split("/")[0]  # vision.layer3/no_decay, vision.proj
+                key = "lr/" + (name if name.endswith(".proj") else name.split(".")[0])
+                rates[key] = max(rates.get(key, 0.0), float(group["lr"]))
+        return rates
+
     def _prepared(self, batch: Batch) -> Batch:
         if not self.speed.channels_last:
             return batch
@@ -210,9 +224,9 @@ def apply_speed_switches(model: ImageTextModel, speed: SpeedConfig) -> None:
     """Freeze encoders, turn on activation checkpointing and channels-last as configured (compile is separate:
     it happens in ``setup``, once the module is on its device)."""
     for frozen, encoder in ((speed.freeze_vision, model.vision), (speed.freeze_text, model.text)):
-        if frozen and encoder is not None:
-            encoder.requires_grad_(False)
-            encoder.eval()  # FusionLitModule.train keeps it there
+        if frozen and encoder is not None:  # the pretrained backbone; its projection to the common width trains
+            encoder_backbone(encoder).requires_grad_(False)
+            encoder_backbone(encoder).eval()  # FusionLitModule.train keeps it there
     if speed.activation_checkpointing:
         vision: Any = model.vision  # a timm backbone / transformers model inside: duck-typed switches
         text: Any = model.text

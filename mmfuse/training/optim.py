@@ -19,7 +19,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from mmfuse.config import OptimConfig
-from mmfuse.encoders import HFTextEncoder, TimmVisionEncoder, TimmVisionEncoderConfig
+from mmfuse.encoders import HFTextEncoder, TimmVisionEncoder, TimmVisionEncoderConfig, encoder_backbone
 from mmfuse.encoders.timm_vision import first_line
 from mmfuse.errors import ConfigError
 from mmfuse.models import ImageTextModel
@@ -32,22 +32,32 @@ def param_groups(model: ImageTextModel, cfg: OptimConfig) -> list[dict[str, Any]
 
     Returns:
         One group per module, encoder layer and decay kind, each with ``params``, ``lr`` (``cfg.lr`` times its
-        ``lr_scale``), ``lr_scale`` (``lr_mult`` of its module times ``layer_decay ** (top - layer)``),
+        ``lr_scale``), ``lr_scale`` (``lr_mult`` of its module times ``layer_decay ** (top - layer)``; in an encoder
+        the multiplier scales the pretrained backbone, while the projection to the common width, new and randomly
+        initialised, trains at ``cfg.lr`` like the fusion and heads),
         ``weight_decay`` (``cfg.weight_decay``, or 0 for norms, biases and embeddings) and ``name``
-        (``<module>[.layer<k>][/no_decay]``, e.g. ``text.layer0/no_decay`` for the text embeddings).
+        (``<module>[.layer<k>|.proj][/no_decay]``, e.g. ``text.layer0/no_decay`` for the text embeddings,
+        ``vision.proj`` for the vision encoder's projection).
     """
     _check_lr_mult(model, cfg)
     layers = _layer_scales(model, cfg.layer_decay) if cfg.layer_decay is not None else {}
     exempt = _no_weight_decay(model)
     groups: dict[str, dict[str, Any]] = {}
     for module_name, module in model.named_children():
-        mult = cfg.lr_mult.get(module_name, 1.0)
+        is_encoder = module is model.vision or module is model.text  # lr_mult scales an encoder's backbone only
+        scaled = {id(p) for p in (encoder_backbone(module) if is_encoder else module).parameters()}
         for p in module.parameters():
             if not p.requires_grad:
                 continue
+            adapter = id(p) not in scaled  # an encoder's projection (and position embedding), outside its backbone
+            mult = 1.0 if adapter else cfg.lr_mult.get(module_name, 1.0)
             layer, scale = layers.get(id(p), (None, 1.0))
             decays = id(p) not in exempt
-            name = module_name + ("" if layer is None else f".layer{layer}") + ("" if decays else "/no_decay")
+            name = (
+                module_name
+                + (".proj" if adapter else "" if layer is None else f".layer{layer}")
+                + ("" if decays else "/no_decay")
+            )
             group = groups.setdefault(
                 name,
                 {
@@ -106,11 +116,11 @@ def encoder_layers(
 
 def _layer_scales(model: ImageTextModel, layer_decay: float) -> dict[int, tuple[int, float]]:
     """``{id(parameter): (layer, layer_decay ** (top - layer))}`` of the parameters of the encoders' backbones
-    (encoders without trainable parameters, e.g. ``speed.freeze_vision``, are skipped)."""
+    (frozen backbones, e.g. ``speed.freeze_vision``, are skipped)."""
     scales: dict[int, tuple[int, float]] = {}
     for kind in ("vision", "text"):
         encoder = getattr(model, kind)
-        if encoder is None or not any(p.requires_grad for p in encoder.parameters()):
+        if encoder is None or not any(p.requires_grad for p in encoder_backbone(encoder).parameters()):
             continue
         layers, top = encoder_layers(model, kind, layer_decay)
         scales |= {key: (layer, layer_decay ** (top - layer)) for key, layer in layers.items()}

@@ -11,12 +11,12 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mmfuse.provenance import collect_provenance, write_provenance
 
-__all__ = ["Provenance"]
+__all__ = ["Provenance", "run_dir_of"]
 
 log = logging.getLogger(__name__)
 
 
-def _run_dir(trainer: L.Trainer) -> Path | None:
+def run_dir_of(trainer: L.Trainer) -> Path | None:
     """The first logger's directory, as ``trainer.log_dir`` finds it but without its broadcast (a collective)."""
     if not trainer.loggers:
         return None
@@ -45,7 +45,7 @@ class Provenance(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        run_dir = _run_dir(trainer)
+        run_dir = run_dir_of(trainer)
         if run_dir is None or run_dir.resolve() in self._written:
             return
         fingerprint = getattr(getattr(trainer, "datamodule", None), "fingerprint", None)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 from mmfuse.attribution import ClassLogit, GradCAM, explain_photos, find_photos, load_classifier, write_photo_gallery
 from mmfuse.attribution.classifiers import preprocessing_of
+from mmfuse.attribution.viz import DISPLAY_SIZE
 from mmfuse.cli import main
 from mmfuse.data.images import BadImageError
 from mmfuse.errors import ConfigError
@@ -108,6 +111,9 @@ def test_gallery_of_a_random_timm_classifier_on_photos(tmp_path: Path) -> None:
     sources = re.findall(r'src="([^"]+)"', page)
     assert len(sources) == 3 * (1 + 2 * 2)  # per photo: the input, and 2 classes x 2 methods
     assert all(not s.startswith(("/", "http")) and (index.parent / s).is_file() for s in sources)
+    pictures = [np.asarray(Image.open(index.parent / s).convert("RGB")) for s in sources]  # 96 px, smoothly enlarged
+    assert {p.shape for p in pictures} == {(DISPLAY_SIZE, DISPLAY_SIZE, 3)}
+    assert all((p[:, 1:] != p[:, :-1]).any(axis=-1).mean() > 0.5 for p in pictures)  # not in blocks of one colour
     assert page.count("<section") == 3 and "pytorch-grad-cam" not in page and "dog_cat.jfif" in page
     assert "<script" not in page and "resnet10t (random weights)" in page
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmfuse.attribution.viz import (
+    DISPLAY_SIZE,
     attention_grid_figure,
     colorize,
     cross_attention_maps,
@@ -16,6 +17,7 @@ from mmfuse.attribution.viz import (
     to_rgb,
     token_heatmap_figure,
     token_html,
+    upscale,
 )
 from tests.attribution.conftest import make_batch, make_model
 
@@ -81,6 +83,22 @@ def test_maps_from_a_real_model_and_their_grid_figure(vision: str) -> None:
     last_real = int(batch.attention_mask[2].sum()) - 1
     torch.testing.assert_close(pooled[2], maps[2, :, :, : last_real + 1].mean(dim=2))
     torch.testing.assert_close(select_token(maps, batch.attention_mask, token=1), maps[:, :, :, 1])
-    figure = attention_grid_figure(pooled[0], batch.images[0], title="pooled")
+    question = "what colour is the shape left of the big circle ? " * 3  # wrapped over lines above the grid
+    figure = attention_grid_figure(pooled[0], batch.images[0], title=f"{question} → red")
     assert len(figure.axes) == layers * heads
     assert figure_to_array(figure).shape[2] == 3
+    sides = [min(ax.get_window_extent().width, ax.get_window_extent().height) for ax in figure.axes]  # drawn, pixels
+    assert min(sides) >= DISPLAY_SIZE - 1e-6
+    assert "→ red" in figure._suptitle.get_text() and "\n" in figure._suptitle.get_text()
+
+
+def test_upscale_keeps_pixel_blocks_or_smooths_and_leaves_large_pictures() -> None:
+    pixels = np.arange(48 * 40 * 3, dtype=np.int64).reshape(48, 40, 3).astype(np.uint8)
+    blocks = upscale(pixels)  # nearest: a whole factor, 7 x 7 blocks
+    assert blocks.shape == (336, 280, 3) and (blocks[::7, ::7] == pixels).all() and (blocks[6::7, 6::7] == pixels).all()
+    photo = np.random.default_rng(0).integers(0, 256, (224, 300, 3), dtype=np.uint8)
+    smooth = upscale(photo, resample="bicubic")
+    assert smooth.shape == (256, 343, 3) and smooth.dtype == np.uint8
+    assert upscale(photo, min_side=200) is photo
+    with pytest.raises(ValueError, match="'bilinear'"):
+        upscale(pixels, resample="bilinear")  # type: ignore[arg-type]

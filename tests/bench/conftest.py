@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from mmfuse.bench.amp import AmpSweepConfig, PreparedModel, prepare_model
+from mmfuse.bench.amp import PreparedModel, prepare_model
+from mmfuse.bench.config import AmpSweepConfig
 from mmfuse.bench.sizes import get_size
 
 # Few and small steps: the tests check what is recorded, never how fast it was.

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import mmfuse.bench.amp as amp
-from mmfuse.bench.amp import AmpSweepConfig, CellResult, PreparedModel, add_speedups, run_cells
+from mmfuse.bench.amp import CellResult, PreparedModel, add_speedups, run_cells
+from mmfuse.bench.config import AmpSweepConfig
 from mmfuse.errors import ConfigError
 from tests.bench.conftest import fast_config
 

@@ -4,6 +4,7 @@ bad input as a one-line error before any work."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,23 @@ def _audit(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return int(exit_info.value.code or 0), captured.out, captured.err
 
 
-def test_audit_with_a_checkpoint(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_audit_with_a_checkpoint(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "audit"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
+    caplog.set_level(logging.INFO, logger="mmfuse.progress")
     code, stdout, _ = _audit(capsys, "--config", str(run_dir / "config.yaml"), "--ckpt", str(ckpt), "--out", str(out),
                              *FAST)  # fmt: skip
     assert code == 0 and "| label error fraction (train) |" in stdout and "audit " in stdout
+    # off a terminal, one progress line per stage, with its counts
+    stages = [r.getMessage().split(" done in ")[0] for r in caplog.records if r.name == "mmfuse.progress"]
+    assert stages == [
+        "audit: data 160 examples", "audit: model", "audit: class balance 3/3 splits",
+        "audit: image hashes 160/160 images", "audit: duplicates 3/3 splits", "audit: leakage 2/2 splits",
+        "audit: features 256/256 examples", "audit: label errors 3/3 splits", "audit: mismatches 3/3 splits",
+        "audit: write 6 files",
+    ]  # fmt: skip
     report = json.loads((out / "audit.json").read_text())
     assert report["source"]["features"] == f"checkpoint {ckpt}" and set(report["balance"]) == {"train", "val", "test"}
     train = report["label_errors"]["train"]

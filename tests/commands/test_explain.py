@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -32,12 +33,24 @@ def _explain(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return int(exit_info.value.code or 0), captured.out, captured.err
 
 
-def test_checkpoint_gallery_and_evaluation(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_checkpoint_gallery_and_evaluation(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "explain"
     args = ["--config", str(run_dir / "config.yaml"), "--ckpt", str(run_dir / "checkpoints" / "last.ckpt")]
     methods = ["--methods", "gradcam", "fusion_relevance", "grad_x_input"]
+    caplog.set_level(logging.INFO, logger="mmfuse.progress")
     code, stdout, _ = _explain(capsys, *args, "--out", str(out), "--n", "4", "--evaluate", *methods, *FAST)
     assert code == 0 and "gallery of 4 examples x 3 methods" in stdout and "| gradcam |" in stdout
+    # off a terminal, one progress line per stage, with its counts: 4 examples x 3 methods (+ the random row)
+    stages = [r.getMessage().split(" done in ")[0] for r in caplog.records if r.name == "mmfuse.progress"]
+    assert stages[:5] == [
+        "explain: data 4 examples", "explain: model", "explain: attributions 12/12 maps",
+        "explain: gallery 4/4 examples", "explain: faithfulness 16/16 maps",
+    ]  # fmt: skip
+    assert [re.sub(r"(\d+)/\1 stages$", "N/N stages", line) for line in stages[5:]] == [
+        f"explain: randomization {m} N/N stages" for m in ("gradcam", "fusion_relevance", "grad_x_input")
+    ]
     page = (out / "index.html").read_text()
     assert all((out / src).is_file() for src in re.findall(r'src="([^"]+)"', page))
     assert page.count("<section") == 4 and "val #3" in page

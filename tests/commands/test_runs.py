@@ -6,7 +6,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
+from PIL import Image
 
 from mmfuse.cli import main
 from mmfuse.provenance import PACKAGES
@@ -77,6 +80,48 @@ def test_tag_conflict_needs_force(root: Path, capsys: pytest.CaptureFixture) -> 
     assert code == 2 and "'best' is already on run 'version_0'" in err
     assert _run(capsys, "tag", "version_1", "best", "--force", "--root", str(root))[0] == 0
     assert json.loads((root / "tags.json").read_text()) == {"best": "version_1"}
+
+
+def test_plot_overlays_two_runs_named_with_their_tags(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _run(capsys, "tag", "version_0", "baseline", "--root", str(root))
+    out_file = tmp_path / "two.png"
+    code, out, _ = _run(capsys, "plot", "baseline", "version_1", "--root", str(root), "--out", str(out_file))
+    assert code == 0 and out == f"curves of version_0 (baseline), version_1 written to {out_file}\n"
+    pixels = np.asarray(Image.open(out_file).convert("RGB")).reshape(-1, 3)
+    for colour in ("C0", "C1"):  # a colour per run
+        assert _has_colour(pixels, colour)
+    code, _, err = _run(capsys, "plot", "version_0", "version_1", "--root", str(root), "--out", str(out_file),
+                        "--metrics", "val/acc, val/loss")  # fmt: skip
+    assert code == 0 and Image.open(out_file).size == (2 * 420, 300 + 30)  # two panels under a one-line legend
+    assert "logged none" not in err
+    (root / "version_1" / "metrics.csv").write_text("epoch,step,train/loss\n0,1,2.0\n")
+    code, _, err = _run(capsys, "plot", "version_0", "version_1", "--root", str(root), "--out", str(out_file),
+                        "--metrics", "val/acc")  # fmt: skip
+    assert code == 0 and "mmfuse runs plot: version_1 logged none of the drawn metrics: no line of it\n" in err
+
+
+def _has_colour(pixels: np.ndarray, colour: str) -> bool:
+    rgb = np.round(np.array(to_rgb(colour)) * 255)
+    return bool((np.abs(pixels.astype(int) - rgb) <= 2).all(axis=1).any())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metrics", "val/accc"], "'val/accc' is not in the metrics.csv of runs"),
+        (["--metrics", " , "], "--metrics ' , '"),
+        (["--out", "curves.jpeg"], "--out 'curves.jpeg'"),
+        (["--out", "missing/curves.png"], "no such directory 'missing'"),
+    ],
+)
+def test_plot_errors_end_with_one_line_naming_the_value(
+    args: list[str], message: str, root: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(root)
+    code, _, err = _run(capsys, "plot", "version_0", "version_1", "--root", str(root), *args)
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_list_without_runs_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -284,7 +284,7 @@ def test_one_caption_per_image_per_epoch(tmp_path: Path) -> None:
 def test_the_command_line_fills_preprocess_from_the_vision_encoder(tmp_path: Path) -> None:
     from jsonargparse import Namespace
 
-    from mmfuse.cli import _default_preprocess, build_from_config
+    from mmfuse.training.cli import _default_preprocess, build_from_config
     from tests.conftest import REPO, TINY_CLI_ARGS
 
     root = captions_dataset(tmp_path / "caps", num_images=4)

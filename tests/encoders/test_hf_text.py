@@ -10,13 +10,14 @@ import torch
 from huggingface_hub import constants
 from transformers import AutoConfig, BertModel
 
-from mmfuse.cli import build_from_config, main
+from mmfuse.cli import main
 from mmfuse.config import ModelConfig, config_from_dict, resolve_model_config
 from mmfuse.data.datamodule import ShapesDataModule
 from mmfuse.encoders import HFTextEncoder, HFTextEncoderConfig
 from mmfuse.errors import ConfigError
 from mmfuse.layers import masked_mean
 from mmfuse.models import ImageTextModel
+from mmfuse.training.cli import build_from_config
 from mmfuse.types import DataSpec
 from tests.conftest import REPO, TINY_CLI_ARGS, TINY_SPEC, TINY_TEXT, TINY_VISION, TINY_WORLD, random_text_batch
 

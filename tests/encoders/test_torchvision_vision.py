@@ -260,7 +260,8 @@ def test_speed_switches_and_save_load_round_trip(tmp_path: Path) -> None:
         torch.testing.assert_close(q.grad, p.grad, msg=key)
 
     apply_speed_switches(fast, SpeedConfig(freeze_vision=True))
-    assert not fast.vision.training and not any(p.requires_grad for p in fast.vision.parameters())
+    assert not fast.vision.backbone.training and not any(p.requires_grad for p in fast.vision.backbone.parameters())
+    assert fast.vision.proj.weight.requires_grad
 
     model.eval()
     nhwc = copy.deepcopy(model)

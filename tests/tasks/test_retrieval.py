@@ -7,6 +7,7 @@ import torch
 
 from mmfuse.config import MetricsConfig, ModelConfig, resolve_model_config
 from mmfuse.errors import ConfigError
+from mmfuse.heads import ContrastiveHeadConfig
 from mmfuse.metrics import RetrievalRecall
 from mmfuse.models import ImageTextModel
 from mmfuse.tasks import RetrievalObjective, SplitPredictions, build_objective, epoch_values, match_scorer
@@ -14,8 +15,9 @@ from mmfuse.types import Batch, EncoderOutput
 from tests.conftest import TINY_SPEC, TINY_TEXT, TINY_VISION, random_text_batch
 
 
-def _model() -> ImageTextModel:
-    cfg = ModelConfig(task="retrieval", width=16, vision=TINY_VISION["resnet"], text=TINY_TEXT["bert"])
+def _model(**contrastive: float) -> ImageTextModel:
+    cfg = ModelConfig(task="retrieval", width=16, vision=TINY_VISION["resnet"], text=TINY_TEXT["bert"],
+                      contrastive=ContrastiveHeadConfig(**contrastive))  # fmt: skip
     return ImageTextModel(resolve_model_config(cfg, TINY_SPEC))
 
 
@@ -40,6 +42,14 @@ def test_training_loss_reaches_encoders_fusion_matching_and_contrastive_heads() 
     assert not missing, missing
     assert model.contrastive is not None and model.contrastive.logit_scale.grad is not None
     assert 0.0 <= float(epoch_values(objective, "train")["itm_acc"]) <= 1.0
+
+
+def test_itm_weight_scales_the_matching_loss_in_the_total() -> None:
+    model = _model(itm_weight=0.25)
+    step = build_objective(model.cfg).training_step(model, _batch([3, 3, 8, 1]))
+    torch.testing.assert_close(step.loss, step.parts["itc_loss"] + 0.25 * step.parts["itm_loss"])
+    with pytest.raises(ConfigError, match=r"model.contrastive.itm_weight=-1.0: must be >= 0"):
+        ContrastiveHeadConfig(itm_weight=-1.0)
 
 
 def test_evaluation_ranks_every_text_against_every_image_of_the_split() -> None:

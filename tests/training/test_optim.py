@@ -3,6 +3,7 @@ encoders, no weight decay on norms, biases and embeddings, frozen-then-trained e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,20 @@ class _Record(L.Callback):
 
 # (parameter, lr_mult of its module * layer_decay ** (top - layer)) with lr_mult {vision: 0.1, text: 0.5, head: 2}
 # and layer_decay 0.5. ViT (timm's group_matcher): stem 0, blocks.0 1, blocks.1 and the final norm 2, projection 3.
-# BERT: embeddings 0, encoder.layer.0 1, encoder.layer.1 2, projection 3.
+# BERT: embeddings 0, encoder.layer.0 1, encoder.layer.1 2, projection 3. The multiplier scales the pretrained
+# backbone only: an encoder's projection to the common width (new) keeps the base learning rate.
 EXPECTED_SCALES = {
     "vision.backbone.cls_token": 0.1 * 0.5**3,
     "vision.backbone.patch_embed.proj.weight": 0.1 * 0.5**3,
     "vision.backbone.blocks.0.attn.qkv.weight": 0.1 * 0.5**2,
     "vision.backbone.blocks.1.mlp.fc1.weight": 0.1 * 0.5,
     "vision.backbone.norm.weight": 0.1 * 0.5,
-    "vision.proj.weight": 0.1,
+    "vision.proj.weight": 1.0,
     "text.model.embeddings.word_embeddings.weight": 0.5 * 0.5**3,
     "text.model.embeddings.LayerNorm.weight": 0.5 * 0.5**3,
     "text.model.encoder.layer.0.attention.self.query.weight": 0.5 * 0.5**2,
     "text.model.encoder.layer.1.output.dense.weight": 0.5 * 0.5,
-    "text.proj.weight": 0.5,
+    "text.proj.weight": 1.0,
     "fusion.text_layers.0.attn.q.weight": 1.0,
 }
 NO_DECAY = {  # weight decay 0: norms, biases, embeddings, the backbone's no_weight_decay() names
@@ -107,6 +109,22 @@ def test_each_groups_learning_rate_follows_warmup_cosine_times_its_scale(cache_d
     assert set(decay) == {n for n, p in params.items() if p.requires_grad}, "every trainable parameter is optimised"
 
 
+def test_a_cnn_encoders_own_position_embedding_gets_the_base_rate_and_no_weight_decay() -> None:
+    vision = dataclasses.replace(TINY_VISION["resnet"], use_pos_embed=True)
+    module = FusionLitModule(width=16, vision=vision, text=TINY_TEXT["bert"], data_spec=TINY_SPEC,
+                             optim=OptimConfig(lr_mult={"vision": 0.1}, weight_decay=0.1))  # fmt: skip
+    named = dict(module.model.named_parameters())
+    group = {
+        n: g
+        for g in param_groups(module.model, module.optim)
+        for n, p in named.items()
+        if any(p is q for q in g["params"])
+    }
+    assert group["vision.pos_embed"]["weight_decay"] == 0.0 and group["vision.pos_embed"]["lr_scale"] == 1.0
+    assert group["vision.proj.weight"]["weight_decay"] == 0.1 and group["vision.proj.weight"]["lr_scale"] == 1.0
+    assert group["vision.backbone.conv1.weight"]["lr_scale"] == 0.1
+
+
 def test_layer_decay_reaches_into_feature_map_backbones() -> None:
     """A timm CNN built with ``features_only`` has no group_matcher of its own: the whole model's applies."""
     module = FusionLitModule(width=16, vision=TINY_VISION["convnext"], text=TINY_TEXT["distilbert"],
@@ -121,14 +139,17 @@ def test_layer_decay_reaches_into_feature_map_backbones() -> None:
 
 
 @pytest.mark.parametrize("unit", ["steps", "epochs"])
-def test_frozen_encoders_stay_bit_identical_then_train(unit: str, cache_dir: Path, tmp_path: Path) -> None:
+def test_frozen_backbones_stay_bit_identical_then_train(unit: str, cache_dir: Path, tmp_path: Path) -> None:
     dm = _data(cache_dir)
     freeze = {"unfreeze_after_steps": 2} if unit == "steps" else {"unfreeze_after_epochs": 1}
     module = _module(dm, "resnet", **freeze)  # BatchNorm in the vision encoder, dropout in the text encoder
-    encoders = module.model.vision, module.model.text
+    assert module.model.vision is not None and module.model.text is not None
+    encoders = module.model.vision.backbone, module.model.text.backbone
+    projections = module.model.vision.proj, module.model.text.proj
 
     def state(trainer: L.Trainer, _: L.LightningModule) -> list[dict[str, torch.Tensor]]:
-        return [{k: v.clone() for k, v in m.state_dict().items()} for m in (*encoders, module.model.fusion)]
+        parts = (*encoders, module.model.fusion, *projections)
+        return [{k: v.clone() for k, v in m.state_dict().items()} for m in parts]
 
     modes: list[bool] = []  # the vision encoder's mode in each training step (validation steps left out)
     encoders[0].register_forward_pre_hook(lambda m, args: modes.append(m.training) if module.training else None)
@@ -140,7 +161,8 @@ def test_frozen_encoders_stay_bit_identical_then_train(unit: str, cache_dir: Pat
         assert all(torch.equal(before[i][k], frozen_end[i][k]) for k in before[i]), "a frozen encoder changed"
         after = encoders[i].state_dict()
         assert any(not torch.equal(before[i][k], after[k]) for k in before[i]), "the encoder never trained"
-    assert any(not torch.equal(before[2][k], frozen_end[2][k]) for k in before[2]), "the fusion did not train"
+    for i, part in ((2, "fusion"), (3, "vision projection"), (4, "text projection")):  # new layers train at once
+        assert any(not torch.equal(before[i][k], frozen_end[i][k]) for k in before[i]), f"the {part} did not train"
     assert modes == [False, False, True, True], "frozen encoders run in eval mode, trained ones in training mode"
     assert all(p.requires_grad for m in encoders for p in m.parameters()), "fit ends with trainable encoders"
 

@@ -91,13 +91,16 @@ def _train_step(module: FusionLitModule) -> None:
     nn.functional.cross_entropy(module(batch), batch.labels).backward()
 
 
-def test_frozen_encoders_get_no_gradients_and_stay_in_eval_mode() -> None:
+def test_frozen_backbones_get_no_gradients_and_stay_in_eval_mode_while_projections_train() -> None:
     module = _module(freeze_vision=True, freeze_text=True).train()
     assert module.model.vision is not None and module.model.text is not None
-    assert not module.model.vision.training and not module.model.text.training and module.model.fusion.training
+    vision, text = module.model.vision, module.model.text
+    assert not vision.backbone.training and not text.backbone.training and module.model.fusion.training
     _train_step(module)
-    assert all(p.grad is None for p in module.model.vision.parameters())
-    assert all(p.grad is None for p in module.model.text.parameters())
+    assert all(p.grad is None for p in vision.backbone.parameters())
+    assert all(p.grad is None for p in text.backbone.parameters())
+    # the projections to the common width start from random weights: they train with the fusion
+    assert vision.proj.weight.grad is not None and text.proj.weight.grad is not None
     assert all(p.grad is not None for p in module.model.fusion.parameters())
 
 
