@@ -35,6 +35,9 @@ __all__ = [
 ARCHITECTURE_KEYS = ("width", "vision", "text", "fusion", "head", "task", "contrastive", "data_spec")
 # Keys added after the first checkpoints were written: a checkpoint without one predates it and gets its default.
 _LATER_KEYS = frozenset({"task", "contrastive"})
+# Fields inside those sections that weigh the training losses: they shape no weight, so a checkpoint trained with
+# another value (or written before the field existed) still fits the model.
+_TRAINING_ONLY = frozenset({"model.contrastive.itm_weight"})
 
 
 class UnsafeCheckpointError(ConfigError):
@@ -188,6 +191,8 @@ def check_checkpoint_matches(
 
 
 def _diff(prefix: str, saved: Any, current: Any) -> list[str]:
+    if prefix in _TRAINING_ONLY:
+        return []
     if isinstance(saved, dict) and isinstance(current, dict):
         out: list[str] = []
         for key in sorted(set(saved) | set(current)):

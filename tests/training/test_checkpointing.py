@@ -132,6 +132,8 @@ def test_resuming_a_checkpoint_of_another_architecture_fails_before_training(
     ckpt = _tiny_fit(tmp_path / "a", cache_dir)
     hparams = dict(safe_load(ckpt)["hyper_parameters"])
     check_checkpoint_matches(ckpt, hparams)  # its own config matches
+    weighted = {**hparams, "contrastive": {**dict(hparams.get("contrastive") or {}), "itm_weight": 0.25}}
+    check_checkpoint_matches(ckpt, weighted)  # a loss weight shapes no weight: any value fits the checkpoint
     changed = {**hparams, "fusion": {**hparams["fusion"], "num_heads": 8}}
     with pytest.raises(ConfigError, match=r"model.fusion.num_heads: checkpoint 4, config 8"):
         check_checkpoint_matches(ckpt, changed)
