@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmfuse.tables import format_table
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "shapes_color.yaml"
 ACCEPT = {"precision": 0.8, "recall": 0.7, "seconds": 300.0}
@@ -127,6 +129,10 @@ def summarise(report: dict[str, Any], wall: float) -> dict[str, Any]:
     }
 
 
+def _interval(figure: dict[str, float]) -> str:
+    return f"[{figure['ci_low']:.3f}, {figure['ci_high']:.3f}]"
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["label_errors"]
     p, r = s["precision"], s["recall"]
@@ -137,11 +143,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"audited; {result['threads']} torch thread(s); load average {result['load_before']} before, "
         f"{result['load_after']} after.",
         "",
-        "| figure | measured | 95 % interval | acceptance |",
-        "|---|---|---|---|",
-        f"| label-error precision (train) | {p['estimate']:.3f} | [{p['ci_low']:.3f}, {p['ci_high']:.3f}] | ≥ 0.8 |",
-        f"| label-error recall (train) | {r['estimate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | ≥ 0.7 |",
-        f"| audit wall time (s, whole process) | {s['audit_wall_seconds']:.0f} | — | ≤ 300 |",
+        format_table(
+            ["figure", "measured", "95 % interval", "acceptance"],
+            [
+                ["label-error precision (train)", f"{p['estimate']:.3f}", _interval(p), "≥ 0.8"],
+                ["label-error recall (train)", f"{r['estimate']:.3f}", _interval(r), "≥ 0.7"],
+                ["audit wall time (s, whole process)", f"{s['audit_wall_seconds']:.0f}", "—", "≤ 300"],
+            ],
+            "md",
+        ),
         "",
         f"Flagged {s['flagged']} of the training split; {s['noisy']} labels were noisy, {s['true_positives']} found. "
         "Stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s["audit_stage_seconds"].items()) + ".",

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from mmfuse.tables import format_table
+
 REPO = Path(__file__).resolve().parents[1]
 # label k of the colour task -> the name of its training questions (the groups alternate, so the group is label % 2)
 PLANTED_NAMES = ("anna", "james", "maria", "omar", "emma", "lucas")
@@ -90,7 +92,7 @@ def train_and_probe(name: str, args: argparse.Namespace, workdir: Path) -> dict[
     probe_s = time.perf_counter() - start
     accuracy = float((predict_probs(model, data.batches(64)).argmax(1) == data.labels).float().mean())
     present = [a.overall for a in report.attributes if a.overall is not None]
-    flips = sum(o.flip_rate.value * o.n_counterfactuals for o in present) / sum(o.n_counterfactuals for o in present)
+    flips = sum(o.flip_rate.estimate * o.n_counterfactuals for o in present) / sum(o.n_counterfactuals for o in present)
     return {
         "model": name,
         "spurious_correlation": spurious,
@@ -101,7 +103,7 @@ def train_and_probe(name: str, args: argparse.Namespace, workdir: Path) -> dict[
         "fit_seconds": round(fit_s, 1),
         "probe_seconds": round(probe_s, 1),
         "flip_rate_all_text_attributes": flips,
-        "max_attribute_flip_rate": max(o.flip_rate.value for o in present),
+        "max_attribute_flip_rate": max(o.flip_rate.estimate for o in present),
         "passed": report.passed,
         "report": report.to_dict(),
     }
@@ -152,10 +154,8 @@ def markdown(payload: dict[str, Any]) -> str:
         f"`{payload['command']}` (commit {payload['environment']['git_commit'][:10]}"
         f"{', uncommitted changes' if payload['environment']['git_dirty'] else ''}).",
         "",
-        "| model | planting | test acc | flip rate, all text attributes | flip rate per attribute [95 % CI] | "
-        "mean abs Δp per attribute | fit (s) | verdict |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for row in payload["models"]:
         present = [a for a in row["report"]["attributes"] if a["present"]]
         flips = "; ".join(f"{a['attribute']} {_ci(a['overall']['flip_rate'])}" for a in present)
@@ -163,10 +163,10 @@ def markdown(payload: dict[str, Any]) -> str:
         verdict = "passes" if row["max_attribute_flip_rate"] <= PASSES else (
             "flagged" if row["max_attribute_flip_rate"] >= FLAGGED else "fails, not flagged"
         )  # fmt: skip
-        lines.append(
-            f"| {row['model']} | {row['planting']} | {row['test_accuracy']:.3f} | "
-            f"{row['flip_rate_all_text_attributes']:.3f} | {flips} | {dps} | {row['fit_seconds']:.0f} | {verdict} |"
-        )
+        flip_rate, fit = f"{row['flip_rate_all_text_attributes']:.3f}", f"{row['fit_seconds']:.0f}"
+        rows.append([row["model"], row["planting"], f"{row['test_accuracy']:.3f}", flip_rate, flips, dps, fit, verdict])
+    headers = ["model", "planting", "test acc", "flip rate, all text attributes", "flip rate per attribute [95 % CI]"]
+    lines.append(format_table([*headers, "mean abs Δp per attribute", "fit (s)", "verdict"], rows, "md"))
     lines += ["", "Acceptance: " + ", ".join(f"{k}: {v}" for k, v in payload["acceptance"].items()), ""]
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from mmfuse.data.files import ImageTextDataModule
 from mmfuse.data.formats import FileSourceConfig
 from mmfuse.data.manifest import load_manifest, prepare_manifest
 from mmfuse.provenance import collect_provenance
+from mmfuse.tables import format_table
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_BATCHES = 2
@@ -112,21 +113,19 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         f"{record['config']['image_size']} px, shuffled training loader, {WARMUP_BATCHES} warm-up batches excluded "
         "(shown as warm-up).",
         "",
-        "| dataset | records | first prepare s | cached prepare s |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {r['dataset']} | {r['records']} | {r['first_prepare_s']} | {r['second_prepare_s']} |"
-            for r in record["prepare"]
-        ),
+        _table(record["prepare"], {"dataset": "dataset", "records": "records", "first_prepare_s": "first prepare s",
+                                   "second_prepare_s": "cached prepare s"}),
         "",
-        "| dataset | workers | images | images/s | warm-up s |",
-        "|---|---:|---:|---:|---:|",
-        *(
-            f"| {r['dataset']} | {r['workers']} | {r['images']} | {r['images_per_s']} | {r['warmup_s']} |"
-            for r in record["throughput"]
-        ),
-    ]
+        _table(record["throughput"], {"dataset": "dataset", "workers": "workers", "images": "images",
+                                      "images_per_s": "images/s", "warmup_s": "warm-up s"}),
+    ]  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
+
+
+def _table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
+    """The ``columns`` (key -> header) of each row as a Markdown table, the numbers right-aligned."""
+    cells = [[row[key] for key in columns] for row in rows]
+    return format_table(list(columns.values()), cells, "md", "l" + "r" * (len(columns) - 1))
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from mmfuse.provenance import collect_provenance
+from mmfuse.tables import format_table
 from mmfuse.training.cli import build_from_config
 from mmfuse.types import Batch
 
@@ -115,12 +116,22 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         f"{record['torch_threads']}. Median of {record['settings']['repeats']} alternating timings of "
         f"{record['settings']['batches']} loader batches and {record['settings']['steps']} training steps.",
         "",
-        "| config | task | batch | workers | pipeline samples/s | training samples/s | pipeline / training |",
-        "|---|---|---:|---:|---:|---:|---:|",
-        *(
-            f"| {r['config']} | {r['task']} | {r['batch_size']} | {r['num_workers']} | "
-            f"{r['pipeline_samples_per_s']} | {r['training_samples_per_s']} | {r['ratio']}x |"
-            for r in record["results"]
+        format_table(
+            ["config", "task", "batch", "workers", "pipeline samples/s", "training samples/s", "pipeline / training"],
+            [
+                [
+                    r["config"],
+                    r["task"],
+                    r["batch_size"],
+                    r["num_workers"],
+                    r["pipeline_samples_per_s"],
+                    r["training_samples_per_s"],
+                    f"{r['ratio']}x",
+                ]
+                for r in record["results"]
+            ],  # fmt: skip
+            "md",
+            "llrrrrr",
         ),
         "",
         "The main shapes job runs 2 DDP processes, each with its own loader and the same per-process batch, so its "

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.provenance import collect_provenance
+from mmfuse.tables import format_table
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (
@@ -70,11 +71,15 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"({prov['hardware']['cpu_count']} cores; flags {prov['hardware'].get('cpu_flags')}), "
         f"{results['wall_s']:.0f} s.",
         "",
-        "| check | passed | failed | skipped |",
-        "|---|---|---|---|",
+        format_table(
+            ["check", "passed", "failed", "skipped"],
+            [
+                [f"`{name}`", check["passed"], len(check["failed"]), len(check["skipped"])]
+                for name, check in sorted(results["checks"].items())
+            ],
+            "md",
+        ),
     ]
-    for name, check in sorted(results["checks"].items()):
-        lines.append(f"| `{name}` | {check['passed']} | {len(check['failed'])} | {len(check['skipped'])} |")
     for kind in ("failed", "skipped"):
         rows = [(name, e) for name, check in sorted(results["checks"].items()) for e in check[kind]]
         if rows:

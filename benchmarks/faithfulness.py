@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from mmfuse.commands import run_command
+from mmfuse.experiment import load_config
 from mmfuse.provenance import collect_provenance
+from mmfuse.tables import format_table
 
 REPO = Path(__file__).resolve().parents[1]
 POINTING_TARGET, RANDOMIZATION_TARGET = 0.8, 0.3
@@ -84,17 +85,18 @@ def main() -> None:
         "threads": args.threads,
         "acceptance": acceptance(report),
         **report,
-        "config": yaml.safe_load(args.config.read_text()),
+        "config": load_config(args.config).to_dict(),  # resolved: base file merged, every default spelled out
         "provenance": collect_provenance(repo_dir=REPO, seed=args.seed),
     }
     args.results.mkdir(parents=True, exist_ok=True)
     json_path = args.results / f"faithfulness_{name}.json"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"Checkpoint `{args.ckpt}`; `{record['command']}` ({seconds:.0f} s, {args.threads} threads).", ""]
-    lines += ["## Acceptance", "", "| check | value | passed |", "|---|---|---|"]
-    for check, result in record["acceptance"].items():
-        value = "–" if result["value"] is None else f"{result['value']:.3f}"
-        lines.append(f"| {check} | {value} | {'yes' if result['passed'] else 'no'} |")
+    rows = [
+        [check, "–" if result["value"] is None else f"{result['value']:.3f}", "yes" if result["passed"] else "no"]
+        for check, result in record["acceptance"].items()
+    ]
+    lines += ["## Acceptance", "", format_table(["check", "value", "passed"], rows, "md")]
     body = (out / "faithfulness.md").read_text().replace("# Faithfulness of the explanations", "## Results")
     md = f"# Faithfulness of the explanations: {name}\n\n" + "\n".join(lines) + "\n\n" + body
     (args.results / f"faithfulness_{name}.md").write_text(md)

@@ -23,14 +23,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from mmfuse.attribution import GradCAM, explain
-from mmfuse.config import ModelConfig, config_from_dict, resolve_model_config
+from mmfuse.config import config_from_dict, resolve_model_config
 from mmfuse.data.datamodule import ShapesDataModule
 from mmfuse.data.shapes import ShapesWorldConfig
+from mmfuse.experiment import load_config
 from mmfuse.models import ImageTextModel
 from mmfuse.provenance import collect_provenance
+from mmfuse.tables import format_table
 from mmfuse.types import Batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,10 +40,10 @@ ACCEPTANCE = 1.5
 
 def build(config_path: Path) -> tuple[ImageTextModel, ShapesDataModule]:
     """The experiment's model (random init) and data module, from its YAML."""
-    cfg = yaml.safe_load(config_path.read_text())
-    model_section = {k: v for k, v in cfg["model"].items() if k not in ("optim", "speed")}
-    dm = ShapesDataModule(config_from_dict(ShapesWorldConfig, cfg["data"].get("world", {})))
-    return ImageTextModel(resolve_model_config(config_from_dict(ModelConfig, model_section), dm.spec)), dm
+    cfg = load_config(config_path)
+    data = cfg.data.get("init_args", cfg.data)  # the shapes module's arguments, with or without class_path
+    dm = ShapesDataModule(config_from_dict(ShapesWorldConfig, data.get("world", {})))
+    return ImageTextModel(resolve_model_config(cfg.model, dm.spec)), dm
 
 
 def time_calls(
@@ -118,11 +119,15 @@ def write(record: dict[str, Any], results: Path) -> str:
         f"Median of {record['repeats']} calls after {record['warmup']} warm-up calls; target layer "
         f"`{record['target_layer']}`.",
         "",
-        "| call | median ms | p10 ms | p90 ms | x forward+backward |",
-        "|---|---|---|---|---|",
+        format_table(
+            ["call", "median ms", "p10 ms", "p90 ms", "x forward+backward"],
+            [
+                [name, *(f"{r[key]:.2f}" for key in ("median_ms", "p10_ms", "p90_ms")), f"{ratios[name]:.2f}"]
+                for name, r in record["timings"].items()
+            ],
+            "md",
+        ),
     ]
-    for name, r in record["timings"].items():
-        lines.append(f"| {name} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} | {ratios[name]:.2f} |")
     verdict = "passes" if ratios["gradcam"] <= ACCEPTANCE else "fails"
     lines += ["", f"Acceptance (Grad-CAM <= {ACCEPTANCE}x a plain forward+backward): {verdict}."]
     markdown = "\n".join(lines) + "\n"
@@ -163,7 +168,7 @@ def main() -> None:
         "timings": timings,
         "ratio_to_forward_backward": ratios,
         "acceptance": {f"gradcam / forward_backward <= {ACCEPTANCE}": ratios["gradcam"] <= ACCEPTANCE},
-        "config": yaml.safe_load(args.config.read_text()),
+        "config": load_config(args.config).to_dict(),  # resolved: base file merged, every default spelled out
         "provenance": collect_provenance(repo_dir=REPO, seed=args.seed),
     }
     print(write(record, args.results))

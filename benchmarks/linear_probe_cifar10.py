@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mmfuse.provenance import collect_provenance  # noqa: E402
+from mmfuse.tables import format_table  # noqa: E402
 from tests.encoders import test_pretrained_weights as probe  # noqa: E402
 
 
@@ -48,9 +49,17 @@ def main() -> None:
         "# CIFAR-10 linear probe: pretrained vs random-init MobileNetV2 features\n\n"
         f"`{results['command']}` — commit {str(git.get('commit'))[:10]}{' (dirty)' if git.get('dirty') else ''}, "
         f"seed 0, {hw['processor']} x{hw['cpu_count']} (flags {hw.get('cpu_flags')}), {results['wall_s']:.0f} s.\n\n"
-        "| features | probe accuracy (300 test images) |\n|---|---:|\n"
-        f"| ImageNet MobileNetV2 ({weights.name}) | {accuracy['pretrained']:.3f} |\n"
-        f"| random init | {accuracy['random_init']:.3f} |\n| chance | 0.100 |\n"
+        + format_table(
+            ["features", "probe accuracy (300 test images)"],
+            [
+                [f"ImageNet MobileNetV2 ({weights.name})", f"{accuracy['pretrained']:.3f}"],
+                ["random init", f"{accuracy['random_init']:.3f}"],
+                ["chance", "0.100"],
+            ],
+            "md",
+            "lr",
+        )
+        + "\n"
     )
     (out / "linear_probe_cifar10.md").write_text(text)
     print(text)

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from mmfuse.tables import format_table
+
 REPO = Path(__file__).resolve().parents[1]
 KEYS = [f"{d}_r{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)]
 
@@ -51,17 +53,13 @@ def read_row(run_dir: Path, suffix: str) -> dict[str, Any]:
 
 
 def to_markdown(name: str, rows: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        f"# {name}",
-        "",
-        "| row | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | epochs | fit wall (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    cells = []
     for label, row in rows.items():
-        recall = " | ".join(f"{100 * row['recall'][key]:.1f} %" for key in KEYS)
+        recall = [f"{100 * row['recall'][key]:.1f} %" for key in KEYS]
         wall = f"{row['fit_elapsed_s']:.0f}" if row["fit_elapsed_s"] else "-"
-        lines.append(f"| {label} | {recall} | {row['epoch'] + 1} | {wall} |")
-    lines += ["", "Runs:", ""]
+        cells.append([label, *recall, row["epoch"] + 1, wall])
+    headers = ["row", *(f"{key[:3]} R@{key[5:]}" for key in KEYS), "epochs", "fit wall (s)"]
+    lines = [f"# {name}", "", format_table(headers, cells, "md", "l" + "r" * (len(headers) - 1)), "", "Runs:", ""]
     for label, row in rows.items():
         hw = row["hardware"] or {}
         dirty = " (dirty tree)" if row["git_dirty"] else ""

@@ -39,7 +39,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         argv = ["robustness", "--config", args.config, "--ckpt", args.ckpt, "--out", tmp, "--n", str(args.n)]
-        argv += ["--seed", str(args.seed), "--set", "data.world.shift=true"]
+        argv += ["--seed", str(args.seed), "--data.world.shift", "true"]
         start = time.perf_counter()
         run_command("probe", argv)
         seconds = time.perf_counter() - start

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from mmfuse.tables import format_table
+
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["shapes_color", "shapes_color_image_only", "shapes_color_text_only", "shapes_color_concat"]
 
@@ -93,16 +95,15 @@ def main() -> None:
     previous = {r["experiment"]: r for r in json.loads(path.read_text())["results"]} if path.is_file() else {}
     results = list({**previous, **fresh}.values())
     path.write_text(json.dumps({"results": results}, indent=2))
-    lines = [
-        "| experiment | final val acc | best val acc | val acc >= 0.95 after (s from launch) | whole process (s) |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     for r in results:
         t95 = "—" if r.get("launch_seconds_to_val_acc_0.95") is None else f"{r['launch_seconds_to_val_acc_0.95']:.0f}"
-        row = f"| {r['experiment']} | {r['final_val_acc']:.4f} | {r['best_val_acc']:.4f} | {t95} |"
-        lines.append(f"{row} {r['process_wall_seconds']:.0f} |")
-    (args.results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        accuracy = [f"{r['final_val_acc']:.4f}", f"{r['best_val_acc']:.4f}"]
+        rows.append([r["experiment"], *accuracy, t95, f"{r['process_wall_seconds']:.0f}"])
+    headers = ["experiment", "final val acc", "best val acc", "val acc >= 0.95 after (s from launch)"]
+    table = format_table([*headers, "whole process (s)"], rows, "md")
+    (args.results / f"{args.name}.md").write_text(table + "\n")
+    print(table)
 
 
 if __name__ == "__main__":

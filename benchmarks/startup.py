@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mmfuse.provenance import collect_provenance  # noqa: E402
+from mmfuse.tables import format_table  # noqa: E402
 from tests.test_startup import entry_code, imported_heavy, startup_commands  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -130,10 +131,11 @@ def _markdown(results: dict[str, Any]) -> str:
             f"1-minute load average {entry['load_average_1m_at_start']:.2f} at the start"
         )
     compared = "before" in entries and "after" in entries
-    head = " | ".join(f"{label} median s | {label} imports" for label in labels) + (" | speed-up" if compared else "")
-    lines += ["", f"| command | {head} |", "|---|" + "---:|---|" * len(labels) + ("---:|" if compared else "")]
+    headers = ["command", *(f"{label} {column}" for label in labels for column in ("median s", "imports"))]
+    headers += ["speed-up"] if compared else []
+    rows = []
     for name in names:
-        cells = []
+        cells = [f"`{name}`"]
         if compared and name in entries["before"]["commands"] and name in entries["after"]["commands"]:
             ratio = entries["before"]["commands"][name]["median_s"] / entries["after"]["commands"][name]["median_s"]
         else:
@@ -147,7 +149,8 @@ def _markdown(results: dict[str, Any]) -> str:
                 cells += [f"{timing['median_s']:.2f}{status}", ", ".join(timing["imported"]) or "none"]
         if compared:
             cells.append("-" if ratio is None else f"{ratio:.0f}x")
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines += ["", format_table(headers, rows, "md", "l" + "rl" * len(labels) + "r" * compared)]
     return "\n".join(lines) + "\n"
 
 

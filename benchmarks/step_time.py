@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
-from mmfuse.config import ModelConfig, config_from_dict, resolve_model_config
+from mmfuse.config import config_from_dict, resolve_model_config
 from mmfuse.data.datamodule import ShapesDataModule
 from mmfuse.data.shapes import ShapesWorldConfig
+from mmfuse.experiment import load_config
 from mmfuse.models import ImageTextModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,11 +30,10 @@ PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.f
 
 def build(config_path: Path) -> tuple[ImageTextModel, ShapesDataModule]:
     """The experiment's model (random init) and data module, from its YAML."""
-    cfg = yaml.safe_load(config_path.read_text())
-    model_section = {k: v for k, v in cfg["model"].items() if k != "optim"}
-    dm = ShapesDataModule(config_from_dict(ShapesWorldConfig, cfg["data"].get("world", {})))
-    model_cfg = resolve_model_config(config_from_dict(ModelConfig, model_section), dm.spec)
-    return ImageTextModel(model_cfg), dm
+    cfg = load_config(config_path)
+    data = cfg.data.get("init_args", cfg.data)  # the shapes module's arguments, with or without class_path
+    dm = ShapesDataModule(config_from_dict(ShapesWorldConfig, data.get("world", {})))
+    return ImageTextModel(resolve_model_config(cfg.model, dm.spec)), dm
 
 
 def time_steps(model: ImageTextModel, batch: tuple, dtype: torch.dtype | None, warmup: int, steps: int) -> list[float]:

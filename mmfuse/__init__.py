@@ -12,10 +12,18 @@ from typing import TYPE_CHECKING
 from mmfuse._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from mmfuse.config import FusionConfig, ModelConfig, OptimConfig, config_from_dict, resolve_model_config
+    from mmfuse.config import (
+        ExperimentConfig,
+        FusionConfig,
+        ModelConfig,
+        OptimConfig,
+        config_from_dict,
+        resolve_model_config,
+    )
     from mmfuse.demo import BriefRun, ModelExamples, examples_figure, load_examples, repo_root, train_briefly
     from mmfuse.encoders import TEXT_ENCODERS, VISION_ENCODERS
     from mmfuse.errors import ConfigError
+    from mmfuse.experiment import load_config
     from mmfuse.fusion import FUSIONS
     from mmfuse.heads import HEADS
     from mmfuse.models import ImageTextModel, ModelOutput
@@ -25,9 +33,17 @@ __version__ = "0.1.0"
 
 # Module -> the public names it defines, imported on first use.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "mmfuse.config": ("FusionConfig", "ModelConfig", "OptimConfig", "config_from_dict", "resolve_model_config"),
+    "mmfuse.config": (
+        "ExperimentConfig",
+        "FusionConfig",
+        "ModelConfig",
+        "OptimConfig",
+        "config_from_dict",
+        "resolve_model_config",
+    ),
     "mmfuse.encoders": ("TEXT_ENCODERS", "VISION_ENCODERS"),
     "mmfuse.errors": ("ConfigError",),
+    "mmfuse.experiment": ("load_config",),  # reads YAML without Lightning, timm or transformers on import
     "mmfuse.fusion": ("FUSIONS",),
     "mmfuse.heads": ("HEADS",),
     "mmfuse.models": ("ImageTextModel", "ModelOutput"),
@@ -41,6 +57,7 @@ __all__ = [
     "ConfigError",
     "DataSpec",
     "EncoderOutput",
+    "ExperimentConfig",
     "FUSIONS",
     "FusionConfig",
     "FusionOutput",
@@ -52,6 +69,7 @@ __all__ = [
     "TEXT_ENCODERS",
     "VISION_ENCODERS",
     "config_from_dict",
+    "load_config",
     "resolve_model_config",
     # shared by the notebooks (mmfuse.demo)
     "BriefRun",

@@ -68,7 +68,12 @@ def main(args: list[str] | None = None) -> None:
     Args:
         args: the command line after ``mmfuse``; None = ``sys.argv[1:]``.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # mmfuse's own progress from INFO, other libraries' from WARNING (their INFO lines, such as matplotlib's font
+    # cache being built, are not the run's). Lightning prints through the console handler it gives its package
+    # logger (lightning/__init__.py): its records stop there instead of being printed again by the root handler.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mmfuse").setLevel(logging.INFO)
+    logging.getLogger("lightning").propagate = False
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv and argv[0] in COMMANDS:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal, TypeVar, get_type_hints
 
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.encoders.hf_text import check_tokenizer_fits
@@ -16,15 +18,21 @@ from mmfuse.types import DataSpec
 __all__ = [
     "Task",
     "ModelConfig",
+    "MODEL_KEYS",
     "OptimConfig",
     "SpeedConfig",
     "MetricsConfig",
+    "ExperimentConfig",
     "FusionConfig",
     "resolve_model_config",
     "config_from_dict",
+    "with_model_fields",
 ]
 
 Task = Literal["classification", "vqa", "retrieval"]  # what a model is trained for; see ModelConfig.task
+# Field metadata of the ModelConfig fields that the data fills in (resolve_model_config), which an experiment's
+# ``model:`` section therefore does not hold.
+_FROM_DATA = {"from_data": True}
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,12 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     head: ClassificationHeadConfig = field(default_factory=ClassificationHeadConfig)
     contrastive: ContrastiveHeadConfig = field(default_factory=ContrastiveHeadConfig)
-    vocab_size: int | None = None
-    pad_token_id: int | None = None
+    vocab_size: int | None = field(default=None, metadata=_FROM_DATA)
+    pad_token_id: int | None = field(default=None, metadata=_FROM_DATA)
+
+
+# The ModelConfig fields an experiment's ``model:`` section sets: all but those the data fills in.
+MODEL_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelConfig) if not f.metadata.get("from_data"))
 
 
 @dataclass(frozen=True)
@@ -100,20 +112,20 @@ class OptimConfig:
     def __post_init__(self) -> None:
         bad_mult = {name: mult for name, mult in self.lr_mult.items() if not mult >= 0}
         if bad_mult:
-            raise ConfigError(f"model.optim.lr_mult={dict(self.lr_mult)}: multipliers must be >= 0, not {bad_mult}")
+            raise ConfigError(f"optim.lr_mult={dict(self.lr_mult)}: multipliers must be >= 0, not {bad_mult}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ConfigError(f"model.optim.layer_decay={self.layer_decay} must be in (0, 1] (or null: off)")
+            raise ConfigError(f"optim.layer_decay={self.layer_decay} must be in (0, 1] (or null: off)")
         if self.unfreeze_after_epochs is not None and self.unfreeze_after_steps is not None:
             raise ConfigError(
-                f"model.optim.unfreeze_after_epochs={self.unfreeze_after_epochs} and "
-                f"model.optim.unfreeze_after_steps={self.unfreeze_after_steps} are exclusive; set one of them"
+                f"optim.unfreeze_after_epochs={self.unfreeze_after_epochs} and "
+                f"optim.unfreeze_after_steps={self.unfreeze_after_steps} are exclusive; set one of them"
             )
         for name in ("unfreeze_after_epochs", "unfreeze_after_steps"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ConfigError(f"model.optim.{name}={value} must be >= 0")
+                raise ConfigError(f"optim.{name}={value} must be >= 0")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ConfigError(f"model.optim.ema_decay={self.ema_decay} must be in (0, 1) (or null: off)")
+            raise ConfigError(f"optim.ema_decay={self.ema_decay} must be in (0, 1) (or null: off)")
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,90 @@ class MetricsConfig:
 
     names: tuple[str, ...] | None = None
     rerank_k: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """An experiment YAML as ``mmfuse fit`` reads it (see :func:`mmfuse.load_config`): the typed sections, and the
+    sections that Lightning's classes check when they are built.
+
+    Attributes:
+        model: the ``model:`` section's fields of :class:`ModelConfig`.
+        metrics: ``model.metrics``.
+        optim: the ``optim:`` section.
+        speed: the ``speed:`` section.
+        data: the ``data:`` section as written (``class_path`` + ``init_args``, or the default data module's
+            arguments), base file and overrides merged in; the data module checks it when it is built.
+        trainer: the ``trainer:`` section (arguments of Lightning's ``Trainer``), likewise.
+        extra: the other top-level entries (``seed_everything``, ``checkpoint``, ``last_checkpoint``, ``predictions``,
+            ``trackers``), likewise.
+        path: the YAML file read, if any.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    data: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The experiment in the YAML's layout with every typed field spelled out: what ``mmfuse fit`` would parse
+        (``yaml.safe_dump`` writes it; tuples are lists)."""
+        model = {key: _plain(getattr(self.model, key)) for key in MODEL_KEYS}
+        return {
+            **{key: value for key, value in self.extra.items() if key == "seed_everything"},
+            "trainer": _plain(self.trainer),
+            "model": {**model, "metrics": _plain(self.metrics)},
+            "optim": _plain(self.optim),
+            "speed": _plain(self.speed),
+            "data": _plain(self.data),
+            **{key: _plain(value) for key, value in self.extra.items() if key != "seed_everything"},
+        }
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as YAML's plain values: dataclasses as dicts, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
+
+
+def with_model_fields(init: _Init) -> _Init:
+    """Give ``init``, an ``__init__(self, *, <own parameters>, **model)``, the signature that names the
+    :data:`MODEL_KEYS` fields of :class:`ModelConfig` (types and defaults from the dataclass) before its own.
+
+    LightningCLI (the ``model:`` section, and ``--help`` from :class:`ModelConfig`'s descriptions of its fields) and
+    Lightning's checkpoint loading read that signature, so the model's fields are listed once, in
+    :class:`ModelConfig`, and ``**model`` receives them.
+    """
+    own = inspect.signature(init)
+    self_param, *named = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    if len(named) + 2 != len(own.parameters) or any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in named):
+        raise TypeError(f"{init.__qualname__} must take (self, *, <own parameters>, **model)")
+    hints = get_type_hints(init)
+    model_hints = get_type_hints(ModelConfig)
+    defaults = ModelConfig()
+    fields = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=model_hints[name]
+        )
+        for name in MODEL_KEYS
+    ]
+    own_params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in named]
+    init.__signature__ = own.replace(parameters=[self_param, *fields, *own_params])  # type: ignore[attr-defined]
+    if init.__doc__ is None:  # the fields' descriptions (``Attributes:``), which --help shows for each
+        init.__doc__ = ModelConfig.__doc__
+    return init
 
 
 def resolve_model_config(cfg: ModelConfig, spec: DataSpec) -> ModelConfig:

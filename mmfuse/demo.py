@@ -186,7 +186,7 @@ def load_examples(
         split: ``val``, ``test``, ``train`` or ``shift``.
         n: take the first ``n`` examples of the split.
         index: take these positions of the split instead.
-        overrides: data config overrides as ``KEY=VALUE`` (e.g. ``data.cache_dir=/tmp/cache``).
+        overrides: config overrides as in ``mmfuse fit``, e.g. ``["--data.cache_dir", "/tmp/cache"]``.
         device: ``cpu`` or ``cuda``.
 
     Returns:
@@ -202,12 +202,14 @@ def load_examples(
         argv = ["--ckpt", str(path), "--config", str(path.resolve().parent.parent / "config.yaml")]
     else:
         raise ConfigError(f"model {str(model)!r}: no such checkpoint file or save_pretrained directory")
-    argv += ["--split", split, "--n", str(n), "--device", device, *(f"--set={item}" for item in overrides)]
+    argv += ["--split", split, "--n", str(n), "--device", device]
     argv += ["--index", *map(str, index)] if index is not None else []
     parser = argparse.ArgumentParser(prog="load_examples")
     explain_command.add_arguments(parser)
     # NOTE: the command requires an output folder; preparing the inputs writes nothing there.
-    inputs = explain_command.prepare(parser.parse_args([*argv, "--out", os.devnull]))
+    args = parser.parse_args([*argv, "--out", os.devnull])
+    args.overrides = list(overrides)  # as `mmfuse explain` gathers them from its command line
+    inputs = explain_command.prepare(args)
     rows = inputs.rows
     batch = ImageTextCollator(inputs.tokenizer)([rows[i] for i in range(rows.num_rows)])
     pairs = zip(rows["boxes"], rows["target_objects"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
-import json
 import logging
 import math
 import statistics
@@ -33,6 +32,8 @@ from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import write_atomic, write_json
+from mmfuse.tables import format_table
 
 if TYPE_CHECKING:  # only annotations: `mmfuse export --help` reads FORMATS without timm and transformers
     from mmfuse.models import ImageTextModel
@@ -362,8 +363,8 @@ def export_model(
         "latency": {"threads": threads, "warmup": warmup, "results": [dataclasses.asdict(r) for r in latency]},
         "versions": _versions(),
     }
-    (out / f"{REPORT_NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{REPORT_NAME}.md").write_text(_markdown(report))
+    write_json(out / f"{REPORT_NAME}.json", report)
+    write_atomic(out / f"{REPORT_NAME}.md", _markdown(report))
     logger.info("wrote %s and %s.json/.md to %s", ", ".join(FILE_NAMES[f] for f in formats), REPORT_NAME, out)
     raise_for_parity(parity)
     return report
@@ -445,13 +446,9 @@ def _versions() -> dict[str, str | None]:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    files = [f"| {name} | {size / 1e6:.2f} MB |" for sizes in report["files"].values() for name, size in sizes.items()]
+    files = [[name, f"{size / 1e6:.2f} MB"] for sizes in report["files"].values() for name, size in sizes.items()]
     axes = ", ".join(f"{axis} {'dynamic' if on else 'fixed'}" for axis, on in report["dynamic_axes"].items())
-    table = [
-        "| format | batch | max abs diff | argmax agrees | median ms | p90 ms |",
-        "|---|---:|---:|:---:|---:|---:|",
-    ]
-    table += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
+    headers = ["format", "batch", "max abs diff", "argmax agrees", "median ms", "p90 ms"]
     timing = report["latency"]
     results = timing["results"]
     lines = [
@@ -462,11 +459,9 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{results[0]['repeats'] if results else 0} calls after {timing['warmup']} warm-up calls, sequence length "
         f"{report['inputs']['seq_len']}, images {report['inputs']['image_size']} px.",
         "",
-        *table,
+        format_table(headers, summary_rows(report), "md", "lrrcrr"),
         "",
-        "| file | size |",
-        "|---|---:|",
-        *files,
+        format_table(["file", "size"], files, "md", "lr"),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v) + ".",
     ]

@@ -15,9 +15,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from mmfuse.config import ModelConfig, config_from_dict
 from mmfuse.errors import ConfigError
+from mmfuse.io import atomic_path, read_json, write_json
 from mmfuse.models import ImageTextModel
 from mmfuse.types import DataSpec
 
@@ -75,8 +73,9 @@ def save_pretrained(
         "model": dataclasses.asdict(portable_config(model)),
         "data_spec": dataclasses.asdict(data_spec) if data_spec is not None else None,
     }
-    _atomic_write(out / CONFIG_NAME, lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"))
-    _atomic_write(out / WEIGHTS_NAME, lambda path: save_model(model, path, metadata={"format": "pt"}))
+    write_json(out / CONFIG_NAME, config)
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_model(model, str(tmp), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return out
@@ -87,10 +86,7 @@ def read_config(directory: str | Path) -> tuple[ModelConfig, DataSpec | None]:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise ConfigError(f"{str(directory)!r} is not a saved model: no {CONFIG_NAME} in it")
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    raw = read_json(path, "model config")
     if raw.get("format_version") != FORMAT_VERSION or "model" not in raw:
         raise ConfigError(f"{path}: not an mmfuse model config (format_version={raw.get('format_version')!r})")
     spec = config_from_dict(DataSpec, raw["data_spec"]) if raw.get("data_spec") else None
@@ -118,16 +114,3 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
     if not (Path(directory) / "tokenizer_config.json").is_file():
         raise ConfigError(f"{str(directory)!r}: no tokenizer saved with this model (no tokenizer_config.json)")
     return AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -8,12 +8,10 @@ Everything here is plain Python and ``git`` subprocesses (torch is imported only
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
 import sys
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import read_json, write_atomic, write_json
+from mmfuse.io import write_atomic as write_text_atomic  # re-exported: an older public name of write_atomic
 
 __all__ = ["DIFF_FILE", "PACKAGES", "PROVENANCE_FILE", "collect_provenance", "write_provenance", "write_text_atomic"]
 
@@ -172,23 +172,6 @@ def hardware_info() -> dict[str, Any]:
     }
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: no reader sees half a file.
-
-    The temporary file is opened normally (not with ``mkstemp``), so the result gets the usual umask permissions.
-    """
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _diff_text(git: dict[str, Any]) -> str:
     """``git diff HEAD --binary`` of the checkout in ``git["root"]``, under a header listing untracked files."""
     diff = _git(Path(git["root"]), "diff", "HEAD", "--binary")
@@ -203,12 +186,9 @@ def _diff_text(git: dict[str, Any]) -> str:
 
 def _read_record(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} is not valid JSON ({err}); move it away to record a new provenance") from err
-    if not isinstance(record, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
-    return record
+        return read_json(path, "provenance record")
+    except ConfigError as err:
+        raise ConfigError(f"{err}; move it away to record a new provenance") from err
 
 
 def write_provenance(run_dir: str | Path, info: dict[str, Any]) -> Path:
@@ -229,8 +209,8 @@ def write_provenance(run_dir: str | Path, info: dict[str, Any]) -> Path:
     info = {**info, "git": dict(info.get("git", {}))}  # the caller's dict stays as it was
     if info["git"].get("dirty"):
         diff_name = DIFF_FILE if previous is None else f"git.resumed-{len(resumed) + 1}.diff"
-        write_text_atomic(run_dir / diff_name, _diff_text(info["git"]))
+        write_atomic(run_dir / diff_name, _diff_text(info["git"]))
         info["git"]["diff_file"] = diff_name
     record = info if previous is None else {**previous, "resumed": [*resumed, info]}
-    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    write_json(path, record)
     return path

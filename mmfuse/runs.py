@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from mmfuse.errors import ConfigError
-from mmfuse.provenance import PROVENANCE_FILE, write_text_atomic
+from mmfuse.io import read_json, read_yaml, write_json
+from mmfuse.provenance import PROVENANCE_FILE
 from mmfuse.registry import close_matches
+from mmfuse.tables import format_table
 
 __all__ = [
     "CONFIG_FILE",
@@ -94,13 +94,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    return _flatten(tree) if isinstance(tree, dict) else {}
+    return _flatten(read_yaml(path, "run config")) if path.is_file() else {}
 
 
 def _parse(value: str) -> Metric:
@@ -167,13 +161,7 @@ def _number(cell: str, path: Path, line: int, column: str | None) -> float | Non
 
 
 def _read_provenance(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-    return record if isinstance(record, dict) else {}
+    return read_json(path, "provenance record") if path.is_file() else {}
 
 
 def _mtime_iso(path: Path) -> str:
@@ -197,12 +185,7 @@ def read_tags(root: str | Path) -> dict[str, str]:
     path = Path(root) / TAGS_FILE
     if not path.is_file():
         return {}
-    try:
-        tags = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(tags, dict):
-        raise ConfigError(f"{path}: expected a JSON object of tag -> run name")
+    tags = read_json(path, "tag file", "a JSON object of tag -> run name")
     return {str(tag): str(name) for tag, name in tags.items()}
 
 
@@ -300,7 +283,7 @@ def tag_run(run: RunInfo | str | Path, tag: str, root: str | Path, force: bool =
     if current is not None and current != info.name and not force:
         raise ConfigError(f"tag {tag!r} is already on run {current!r}; use --force to move it to {info.name!r}")
     tags[tag] = info.name
-    write_text_atomic(root / TAGS_FILE, json.dumps(dict(sorted(tags.items())), indent=2) + "\n")
+    write_json(root / TAGS_FILE, dict(sorted(tags.items())))
     return read_run(info.path, root, tags)
 
 
@@ -358,30 +341,6 @@ def format_value(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=str)
     return str(value)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], fmt: Literal["text", "md"] = "text") -> str:
-    """Rows of strings as an aligned plain-text table or a Markdown table.
-
-    Example:
-        >>> print(format_table(["run", "acc"], [["a", "0.5"], ["bb", "1"]]))
-        run  acc
-        ---  ---
-        a    0.5
-        bb   1
-        >>> print(format_table(["run", "acc"], [["a|b", "1"]], fmt="md"))
-        | run | acc |
-        | --- | --- |
-        | a\\|b | 1 |
-    """
-    if fmt == "md":
-        escape = [[cell.replace("|", "\\|") for cell in row] for row in [headers, *rows]]
-        lines = ["| " + " | ".join(row) + " |" for row in escape]
-        return "\n".join([lines[0], "| " + " | ".join("---" for _ in headers) + " |", *lines[1:]])
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([lines[0], rule, *lines[1:]])
 
 
 def format_runs(runs: Sequence[RunInfo], fmt: Literal["text", "md"] = "text") -> str:

@@ -28,6 +28,23 @@ class EncoderOutput:
     num_prefix_tokens: int = 0
     grid_size: tuple[int, int] | None = None
 
+    def select_rows(self, rows: Tensor) -> EncoderOutput:
+        """The output of the given rows.
+
+        Args:
+            rows: (P,) long row indices into B.
+
+        Returns:
+            EncoderOutput with tokens (P, N, D), mask (P, N) or None, pooled (P, D).
+        """
+        return EncoderOutput(
+            tokens=self.tokens[rows],
+            mask=None if self.mask is None else self.mask[rows],
+            pooled=self.pooled[rows],
+            num_prefix_tokens=self.num_prefix_tokens,
+            grid_size=self.grid_size,
+        )
+
 
 @dataclass
 class FusionOutput:

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random-init components, a tiny shapes world, one seed."""
+"""Shared fixtures: tiny random-init components, a tiny shapes world, tiny trained runs, one seed."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from mmfuse.cli import main  # noqa: E402
 from mmfuse.data.shapes import ShapesWorldConfig  # noqa: E402
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig  # noqa: E402
 from mmfuse.types import DataSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+MAIN_EXPERIMENT = REPO / "experiments" / "shapes_color.yaml"
 
 # A few families of each kind, shrunk so that every test stays fast on two CPU cores.
 TINY_VISION = {
@@ -77,6 +79,41 @@ def seed() -> None:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session-wide cache for generated data."""
     return tmp_path_factory.mktemp("mmfuse-cache")
+
+
+def _fit_tiny_run(root: Path, cache_dir: Path, *world: str) -> Path:
+    """Two training steps of the tiny main experiment under ``root`` -> its run directory.
+
+    The run directory holds what ``mmfuse fit`` leaves: ``config.yaml``, ``checkpoints/last.ckpt``, ``model/`` and
+    ``provenance.json``; ``world`` are ``--data.world.*`` overrides.
+    """
+    main(["fit", "--config", str(MAIN_EXPERIMENT), *TINY_CLI_ARGS, *world, f"--trainer.default_root_dir={root}",
+          f"--data.cache_dir={cache_dir}"])  # fmt: skip
+    return root / "version_0"
+
+
+# The tiny runs below are trained at most once per session and shared by every module that asks for one, so a test
+# only reads them: whatever it writes (``--out``, a later fit or predict) goes under its own ``tmp_path``.
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """The run directory of the tiny main experiment (the only run under its parent)."""
+    return _fit_tiny_run(tmp_path_factory.mktemp("tiny-run"), cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_label_noise(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """The tiny main experiment on a world with planted label noise in its training split (what an audit finds)."""
+    return _fit_tiny_run(tmp_path_factory.mktemp("tiny-run-label-noise"), cache_dir, "--data.world.label_noise=0.1")
+
+
+@pytest.fixture(scope="session")
+def tiny_run_protected(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """The tiny main experiment on a world whose questions start with a name or pronoun of two groups, whose images
+    mark the group with a frame, and which has a shifted split (what the probes and the report check)."""
+    world = ["--data.world.protected_attribute=true", "--data.world.protected_frame=true", "--data.world.shift=true"]
+    return _fit_tiny_run(tmp_path_factory.mktemp("tiny-run-protected"), cache_dir, *world)
 
 
 def random_text_batch(batch: int, length: int, vocab: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

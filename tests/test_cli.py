@@ -10,6 +10,7 @@ import yaml
 from mmfuse.cli import TRAINING_COMMANDS, main, overview
 from mmfuse.commands import COMMANDS
 from mmfuse.data.files import ImageTextDataModule
+from mmfuse.experiment import load_config, read_experiment
 from mmfuse.models import ImageTextModel
 from mmfuse.training import FusionLitModule
 from mmfuse.training.cli import build_from_config
@@ -19,7 +20,7 @@ from tests.data._make import captions_dataset, shared_dataset
 MAIN = str(REPO / "experiments" / "shapes_color.yaml")
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
 # The shapes-world experiments (a data section without class_path); the others read data on disk.
-SHAPES_EXPERIMENTS = [p for p in EXPERIMENTS if "class_path" not in yaml.safe_load(p.read_text()).get("data", {})]
+SHAPES_EXPERIMENTS = [p for p in EXPERIMENTS if "class_path" not in read_experiment(p)[0].get("data", {})]
 FLICKR = REPO / "experiments" / "flickr8k_retrieval.yaml"
 FLICKR_EXPERIMENTS = sorted((REPO / "experiments").glob("flickr8k_*.yaml"))
 
@@ -146,7 +147,7 @@ def test_launch_overlays_stack_on_an_experiment(overlay: Path, tmp_path: Path, c
             f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
     cli = build_from_config(MAIN, args)
     assert cli.config.trainer.precision == expected["trainer"]["precision"]
-    for key, value in expected["model"]["speed"].items():
+    for key, value in expected["speed"].items():
         assert getattr(cli.model.speed, key) == value
 
 
@@ -164,7 +165,7 @@ def test_flickr_retrieval_experiments_parse_and_build(experiment: Path, tmp_path
         f"--model.text.pretrained={minilm}", f"--data.tokenizer={minilm}", f"--data.source.root={root}",
         f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}",
     ]  # fmt: skip
-    if yaml.safe_load(experiment.read_text())["model"]["vision"].get("pretrained") is True:
+    if load_config(experiment).model.vision.pretrained is True:
         overrides.append(f"--model.vision.pretrained={_mobilenet_weights()}")  # the hub cache of this machine: unused
     cli = build_from_config(experiment, overrides)
     dm = cli.datamodule
@@ -185,7 +186,7 @@ def _mobilenet_weights() -> str:
 
 
 def _files_yaml(tmp_path: Path, data: dict) -> Path:
-    experiment = yaml.safe_load(Path(MAIN).read_text())
+    experiment, _ = read_experiment(MAIN)  # its base file merged in: the copy lives elsewhere
     experiment["data"] = data
     path = tmp_path / "files.yaml"
     path.write_text(yaml.safe_dump(experiment))

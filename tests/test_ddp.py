@@ -22,3 +22,10 @@ def test_two_process_ddp_fit(tmp_path: Path) -> None:
     assert "mmfuse fit summary" in result.stdout
     assert "world_size" not in result.stderr.lower() or "2" in result.stderr
     assert (tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    runs = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert runs == ["version_0"], f"a rank made a run directory of its own: {runs}"
+    # Quiet: no library warnings or advertisements, and each of Lightning's lines printed once.
+    output = result.stdout + result.stderr
+    for noise in ("Grad strides do not match", "sync_dist=True", "LeafSpec", "💡", "Warning:"):
+        assert noise not in output, f"{noise!r} printed:\n{output[-3000:]}"
+    assert output.count("GPU available:") == 1

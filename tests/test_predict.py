@@ -18,6 +18,7 @@ from datasets import load_from_disk
 from mmfuse.cli import main
 from mmfuse.config import config_from_dict
 from mmfuse.data.shapes import ShapesWorldConfig, answer_vocabulary, prepare_shapes_world
+from mmfuse.experiment import read_experiment
 from mmfuse.runs import find_runs
 from mmfuse.training import safe_load
 from mmfuse.training.predictions import _merge
@@ -125,7 +126,7 @@ def test_retrieval_predictions_rank_the_whole_split_and_name_the_datas_own_ids(
     data = {"class_path": "ImageTextDataModule", "init_args": {
         "source": {"format": "captions_csv", "root": str(root), "split_sizes": {"train": 4, "test": 2}},
         "image_size": 32, "batch_size": 3, "val_split": "test"}}  # fmt: skip
-    experiment = yaml.safe_load(Path(MAIN).read_text()) | {"data": data}
+    experiment = read_experiment(MAIN)[0] | {"data": data}  # its base file merged in: the copy lives elsewhere
     config = tmp_path / "retrieval.yaml"
     config.write_text(yaml.safe_dump(experiment))
     args = ["--config", str(config), "--model.task=retrieval", *TINY_CLI_ARGS[:3], "--trainer.max_epochs=1",

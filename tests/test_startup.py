@@ -17,9 +17,6 @@ from tests.test_runs import make_run
 
 # Top-level modules too slow to import for a help text or a table of runs (seconds each on a small CPU).
 HEAVY = ("lightning", "pytorch_lightning", "transformers", "timm", "torchvision", "torch")
-# Tools whose options list names defined beside torch code (export formats; precisions as torch dtypes), so their
-# --help imports torch, though none of the other heavy modules.
-TORCH_AT_HELP = ("bench", "export")
 _MARKER = "mmfuse-startup-imported:"
 
 
@@ -73,15 +70,19 @@ def test_overview_and_runs_start_without_heavy_imports(name: str, commands: dict
 
 @pytest.mark.parametrize("tool", sorted(COMMANDS))
 def test_tool_help_starts_without_heavy_imports(tool: str, commands: dict[str, list[str]]) -> None:
-    _check_start(commands[f"mmfuse {tool} --help"], torch_free=tool not in TORCH_AT_HELP)
+    _check_start(commands[f"mmfuse {tool} --help"])
 
 
-def _check_start(args: list[str], torch_free: bool = True) -> None:
+@pytest.mark.parametrize("sub", ["amp"])
+def test_bench_subcommand_help_starts_without_heavy_imports(sub: str) -> None:
+    _check_start(["bench", sub, "--help"])
+
+
+def _check_start(args: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", entry_code(), *args], capture_output=True, text=True, timeout=300, cwd=REPO
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip()
     imported = imported_heavy(result.stderr)
-    allowed = () if torch_free else ("torch",)
-    assert [name for name in imported if name not in allowed] == [], f"mmfuse {' '.join(args)} imported {imported}"
+    assert imported == [], f"mmfuse {' '.join(args)} imported {imported}"

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from mmfuse import stats
 from mmfuse.attribution.base import EXPLAINERS
 from mmfuse.attribution.hooks import explain_mode
 from mmfuse.attribution.targets import PredictedClass, Target
@@ -29,27 +30,9 @@ def full_precision(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _average_ranks(values: Tensor, mask: Tensor) -> Tensor:
-    """1-based ranks among the valid entries of each row, ties sharing their average rank.
-
-    Args:
-        values: (B, P) scores.
-        mask: (B, P) bool, True = ranked.
-
-    Returns:
-        (B, P) float ranks (meaningless where mask is False).
-    """
-    # (B, P, 1) vs (B, 1, P): entry [b, i, j] compares value j with value i; O(P^2), fine for grids and tokens.
-    less = (values[:, None, :] < values[:, :, None]) & mask[:, None, :]
-    equal = (values[:, None, :] == values[:, :, None]) & mask[:, None, :]
-    return less.sum(-1).double() + (equal.sum(-1).double() + 1.0) / 2.0
-
-
 def spearman(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Spearman rank correlation per example, over the entries where ``mask`` is True.
-
-    Ties get average ranks. A constant row has no ranking: two constant rows count as agreeing (1) and a constant
-    row against a varying one as uncorrelated (0), so the result is always finite.
+    """:func:`mmfuse.stats.spearman` of two batches of maps (ties share average ranks; constant rows give 1 against
+    a constant row, else 0).
 
     Args:
         a: (B, ...) maps.
@@ -57,19 +40,11 @@ def spearman(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
         mask: (B, ...) bool, True = compare; None = everything.
 
     Returns:
-        (B,) float32 correlations in [-1, 1].
+        (B,) float32 correlations in [-1, 1], on ``a``'s device.
     """
-    a, b = a.detach().flatten(1).double(), b.detach().flatten(1).double()  # (B, ...) -> (B, P)
-    valid = torch.ones_like(a, dtype=torch.bool) if mask is None else mask.flatten(1).bool()
-    ra, rb = _average_ranks(a, valid), _average_ranks(b, valid)
-    count = valid.sum(-1, keepdim=True).clamp_min(1)
-    ra = (ra - (ra * valid).sum(-1, keepdim=True) / count) * valid
-    rb = (rb - (rb * valid).sum(-1, keepdim=True) / count) * valid
-    var_a, var_b = (ra * ra).sum(-1), (rb * rb).sum(-1)
-    rho = (ra * rb).sum(-1) / (var_a * var_b).sqrt().clamp_min(1e-30)
-    constant_a, constant_b = var_a < 1e-12, var_b < 1e-12
-    rho = torch.where(constant_a | constant_b, (constant_a & constant_b).double(), rho)
-    return rho.float()
+    rows_a, rows_b = (t.detach().flatten(1).double().cpu().numpy() for t in (a, b))  # (B, ...) -> (B, P)
+    valid = None if mask is None else mask.detach().flatten(1).bool().cpu().numpy()
+    return torch.from_numpy(stats.spearman(rows_a, rows_b, valid)).float().to(a.device)
 
 
 def agreement(model: nn.Module, batch: Batch, method: str, dtype: torch.dtype, target: Target | None = None) -> Tensor:

@@ -20,6 +20,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mmfuse._compat import attn_implementation, set_attn_implementation
+
 __all__ = ["AttentionRecord", "record_attention", "hf_model_of"]
 
 logger = logging.getLogger(__name__)
@@ -89,14 +91,14 @@ def _set_hf_attention(model: Any, implementation: str) -> None:
     if hasattr(model, "set_attn_implementation"):  # transformers >= 4.48; propagates to sub-configs
         model.set_attn_implementation(implementation)
     else:
-        model.config._attn_implementation = implementation
+        set_attn_implementation(model.config, implementation)
 
 
 @contextmanager
 def _hf_attention(model: nn.Module, out: list[Tensor]) -> Iterator[None]:
     """A transformers model on eager attention with ``output_attentions=True``, recording into ``out``."""
     config: Any = model.config
-    saved = config._attn_implementation
+    saved = attn_implementation(config)
 
     def pre_hook(_: nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         return args, {**kwargs, "output_attentions": True}
@@ -125,7 +127,7 @@ def _hf_attention(model: nn.Module, out: list[Tensor]) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
-        if config._attn_implementation != saved:
+        if saved is not None and attn_implementation(config) != saved:
             _set_hf_attention(model, saved)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmfuse._compat import registered_hooks
 from mmfuse.errors import ConfigError
 from mmfuse.registry import close_matches
 
@@ -127,11 +128,7 @@ def gradients(score: Tensor, tensors: list[Tensor]) -> list[Tensor]:
 
 def hook_count(model: nn.Module) -> int:
     """How many forward, forward-pre and backward hooks are registered on ``model``'s modules (for leak checks)."""
-    total = 0
-    for module in model.modules():
-        total += len(module._forward_hooks) + len(module._forward_pre_hooks) + len(module._backward_hooks)
-        total += len(getattr(module, "_backward_pre_hooks", {}))
-    return total
+    return sum(registered_hooks(module) for module in model.modules())
 
 
 @contextmanager

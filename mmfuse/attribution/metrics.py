@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +27,10 @@ from torch import Tensor, nn
 
 from mmfuse.attribution.amp import spearman
 from mmfuse.attribution.base import Attribution
+from mmfuse.io import write_atomic, write_json
 from mmfuse.progress import Stage, stage
+from mmfuse.stats import bootstrap_interval
+from mmfuse.tables import format_table
 from mmfuse.types import Batch
 
 __all__ = [
@@ -42,7 +44,6 @@ __all__ = [
     "deletion_insertion",
     "randomization_stages",
     "randomization_check",
-    "bootstrap_ci",
     "METRICS",
     "faithfulness_report",
     "write_report",
@@ -508,28 +509,6 @@ def randomization_check(
 # ------------------------------------------------------------------------------------------------------ report
 
 
-def bootstrap_ci(values: Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, float | None]:
-    """Mean and percentile-bootstrap confidence interval over examples; NaN values are left out.
-
-    Args:
-        values: (n,) per-example values (bool is read as 0 / 1).
-        n_boot: bootstrap resamples.
-        level: confidence level of the interval.
-        seed: seed of the resampling.
-
-    Returns:
-        ``mean``, ``ci_low``, ``ci_high`` (None when no value is defined) and ``n`` (values used).
-    """
-    v = values.detach().double().flatten().cpu()
-    v = v[~v.isnan()]
-    if v.numel() == 0:
-        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
-    generator = torch.Generator().manual_seed(seed)
-    means = v[torch.randint(v.numel(), (n_boot, v.numel()), generator=generator)].mean(dim=1)  # (n_boot,)
-    low, high = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
-    return {"mean": float(v.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(v.numel())}
-
-
 METRICS: dict[str, str] = {
     "pointing_game": "pointing game ↑",
     "pointing_game_patch": "pointing game, patch grid ↑",
@@ -613,7 +592,7 @@ def faithfulness_report(
     for method, per_stage in randomization.pop("final").items():
         values[method].update(per_stage)
     summary = {
-        method: {key: bootstrap_ci(torch.cat(v), n_boot, seed=seed) for key, v in metrics.items()}
+        method: {key: _summary(torch.cat(v), n_boot, seed) for key, v in metrics.items()}
         for method, metrics in values.items()
     }
     report = {
@@ -627,6 +606,13 @@ def faithfulness_report(
     if out_dir is not None:
         write_report(report, out_dir)
     return report
+
+
+def _summary(values: Tensor, n_boot: int, seed: int) -> dict[str, Any]:
+    """``mean``, ``ci_low``, ``ci_high`` (None when no example has the metric) and ``n`` (examples that have it) of
+    (n,) per-example values, NaN where the metric is undefined for an example."""
+    per_example = values.detach().double().flatten().cpu().numpy()
+    return bootstrap_interval(per_example, n_boot=n_boot, seed=seed, nan_policy="omit").as_dict("mean", brief=True)
 
 
 def _collect(
@@ -774,8 +760,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "faithfulness.json", out / "faithfulness.md"
-    json_path.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
-    md_path.write_text(format_report(report))
+    write_json(json_path, _json_safe(report))
+    write_atomic(md_path, format_report(report))
     return json_path, md_path
 
 
@@ -800,19 +786,19 @@ def format_report(report: dict[str, Any]) -> str:
         + ", ".join(f"{k}={v}" for k, v in report["settings"].items())
         + ".",
         "",
-        "| method | " + " | ".join(METRICS[k] for k in keys) + " |",
-        "|---|" + "---|" * len(keys),
+        format_table(
+            ["method", *(METRICS[k] for k in keys)],
+            [[method, *(_cell(metrics.get(k)) for k in keys)] for method, metrics in report["methods"].items()],
+            "md",
+        ),
     ]
-    for method, metrics in report["methods"].items():
-        lines.append(f"| {method} | " + " | ".join(_cell(metrics.get(k)) for k in keys) + " |")
     rand = report["randomization"]
     if rand["curves"]:
         lines += ["", "## Randomization curves (mean Spearman ρ with the original map after each stage)", ""]
-        lines += ["| stage | " + " | ".join(f"{m} ({mod})" for m, c in rand["curves"].items() for mod in c) + " |"]
+        names = [f"{m} ({mod})" for m, c in rand["curves"].items() for mod in c]
         columns = [c for curves in rand["curves"].values() for c in curves.values()]
-        lines += ["|---|" + "---|" * len(columns)]
-        for i, stage in enumerate(rand["stages"]):
-            lines.append(f"| {stage} | " + " | ".join(_number(c[i]) for c in columns) + " |")
+        rows = [[stage, *(_number(c[i]) for c in columns)] for i, stage in enumerate(rand["stages"])]
+        lines.append(format_table(["stage", *names], rows, "md"))
     return "\n".join(lines) + "\n"
 
 

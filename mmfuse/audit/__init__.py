@@ -7,7 +7,7 @@
 * :mod:`~mmfuse.audit.baselines`: majority, text-only, image-only, concat and the model, with intervals.
 * :mod:`~mmfuse.audit.report`: everything together, written as JSON, Markdown and PNG plots.
 
-Every figure carries a confidence interval (:mod:`mmfuse.audit._stats`) and a pass/fail against a threshold the
+Every figure carries a confidence interval (:mod:`mmfuse.stats`) and a pass/fail against a threshold the
 user sets (:class:`AuditConfig`).
 """
 
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from mmfuse._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from mmfuse.audit._stats import Check, Interval, bootstrap_interval, wilson_interval
     from mmfuse.audit.balance import ClassBalance, class_balance
     from mmfuse.audit.baselines import BaselineLadder, LadderRow, baseline_ladder, write_ladder
     from mmfuse.audit.config import AuditConfig
@@ -28,10 +27,11 @@ if TYPE_CHECKING:
     from mmfuse.audit.mismatch import find_mismatches, matching_probabilities
     from mmfuse.audit.report import AuditReport, audit_data, audit_model, write_audit
     from mmfuse.audit.source import SplitData, splits_of
+    from mmfuse.stats import Check, Interval, bootstrap_interval, wilson_interval
 
-# Module -> the public names it defines, imported on first use: `mmfuse audit --help` reads AuditConfig alone.
+# Module -> the public names it defines, imported on first use: `mmfuse audit --help` reads AuditConfig alone. The
+# statistics live in mmfuse.stats and are re-exported here.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "mmfuse.audit._stats": ("Check", "Interval", "bootstrap_interval", "wilson_interval"),
     "mmfuse.audit.balance": ("ClassBalance", "class_balance"),
     "mmfuse.audit.baselines": ("BaselineLadder", "LadderRow", "baseline_ladder", "write_ladder"),
     "mmfuse.audit.config": ("AuditConfig",),
@@ -41,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mmfuse.audit.mismatch": ("find_mismatches", "matching_probabilities"),
     "mmfuse.audit.report": ("AuditReport", "audit_data", "audit_model", "write_audit"),
     "mmfuse.audit.source": ("SplitData", "splits_of"),
+    "mmfuse.stats": ("Check", "Interval", "bootstrap_interval", "wilson_interval"),
 }
 
 __all__ = [

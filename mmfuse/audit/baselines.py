@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mmfuse.audit._stats import Check, Interval, bootstrap_interval
 from mmfuse.audit.features import SplitFeatures
 from mmfuse.audit.label_errors import make_probe
+from mmfuse.io import write_atomic, write_json
 from mmfuse.progress import track
+from mmfuse.stats import Check, Interval, bootstrap_interval
+from mmfuse.tables import format_table
 
 __all__ = ["LadderRow", "BaselineLadder", "majority_correct", "probe_correct", "baseline_ladder", "write_ladder"]
 
@@ -98,15 +100,8 @@ class BaselineLadder:
             f"Accuracy with a {_level(self)} bootstrap interval over the {self.split} examples; chance (1 / K) is "
             f"{1.0 / self.num_classes:.3f}.",
             "",
-            "| rung | accuracy | interval | method |",
-            "|---|---|---|---|",
+            format_table(["rung", "accuracy", "interval", "method"], [_ladder_row(row) for row in self.rows], "md"),
         ]
-        for row in self.rows:
-            if row.accuracy is None or row.accuracy.estimate is None:
-                lines.append(f"| {row.name} | — | — | {row.method} ({row.note}) |")
-                continue
-            acc = row.accuracy
-            lines.append(f"| {row.name} | {acc.estimate:.3f} | [{acc.low:.3f}, {acc.high:.3f}] | {row.method} |")
         check = self.checks[0]
         lines += [
             "",
@@ -187,16 +182,22 @@ def baseline_ladder(
 
 def write_ladder(ladder: BaselineLadder, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
     """Write ``baselines.json`` (with ``extra`` settings merged in) and ``baselines.md`` into ``out_dir``."""
-    import json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "baselines.json", out / "baselines.md"
-    json_path.write_text(json.dumps({**(extra or {}), **ladder.as_dict()}, indent=2) + "\n")
-    md_path.write_text(ladder.to_markdown())
+    write_json(json_path, {**(extra or {}), **ladder.as_dict()})
+    write_atomic(md_path, ladder.to_markdown())
     return [json_path, md_path]
 
 
 def _level(ladder: BaselineLadder) -> str:
     levels: Sequence[float] = [r.accuracy.level for r in ladder.rows if r.accuracy is not None]
     return f"{round(100 * levels[0])} %" if levels else ""
+
+
+def _ladder_row(row: LadderRow) -> list[str]:
+    acc = row.accuracy
+    if acc is None or acc.estimate is None:
+        return [row.name, "—", "—", f"{row.method} ({row.note})"]
+    return [row.name, f"{acc.estimate:.3f}", f"[{acc.low:.3f}, {acc.high:.3f}]", row.method]

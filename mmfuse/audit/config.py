@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from mmfuse.audit._stats import check_level
 from mmfuse.errors import ConfigError
+from mmfuse.stats import check_level
 
 __all__ = ["AuditConfig"]
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmfuse.audit._stats import Check, Interval, wilson_interval
 from mmfuse.errors import ConfigError
+from mmfuse.stats import Check, Interval, wilson_interval
 
 __all__ = [
     "ImageHashes",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mmfuse.audit._stats import Check
+from mmfuse.stats import Check
+from mmfuse.tables import format_table
 
 if TYPE_CHECKING:
     from mmfuse.audit.report import AuditReport
@@ -15,17 +16,17 @@ __all__ = ["audit_markdown", "checks_table"]
 _SHOWN = 10  # examples listed per finding in the Markdown (the JSON lists max_listed)
 
 
-def checks_table(checks: Sequence[Check]) -> list[str]:
-    """Markdown table rows: figure, estimate, interval, threshold, status."""
-    lines = ["| figure | value | interval | threshold | status |", "|---|---|---|---|---|"]
+def checks_table(checks: Sequence[Check]) -> str:
+    """A Markdown table: figure, estimate, interval, threshold, status."""
+    rows = []
     for c in checks:
         i = c.interval
         value = "—" if i.estimate is None else f"{i.estimate:.4g}"
         interval = "—" if i.low is None or i.high is None else f"[{i.low:.4g}, {i.high:.4g}]"
         sign = "≤" if c.direction == "at_most" else "≥"
         threshold = "—" if c.threshold is None else f"{sign} {c.threshold:g}"
-        lines.append(f"| {c.name} | {value} | {interval} | {threshold} | {c.status} |")
-    return lines
+        rows.append([c.name, value, interval, threshold, c.status])
+    return format_table(["figure", "value", "interval", "threshold", "status"], rows, "md")
 
 
 def audit_markdown(report: AuditReport, plots: Sequence[str] = ()) -> str:
@@ -40,40 +41,39 @@ def audit_markdown(report: AuditReport, plots: Sequence[str] = ()) -> str:
         "",
     ]
     lines += [f"- {key}: `{value}`" for key, value in report.source.items()]
-    lines += ["", *checks_table(report.checks), ""]
+    lines += ["", checks_table(report.checks), ""]
     lines += _balance(report) + _duplicates(report) + _label_errors(report) + _mismatches(report)
     if report.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in report.notes], ""]
-    lines += ["## Cost", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in report.seconds.items()]
+    cost = [[stage, f"{seconds:.1f}"] for stage, seconds in report.seconds.items()]
+    lines += ["## Cost", "", format_table(["stage", "seconds"], cost, "md")]
     lines += ["", *[f"![{name}]({name})" for name in plots]]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _balance(report: AuditReport) -> list[str]:
     splits = list(report.balance)
-    lines = ["## Class balance", "", "| class | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    rows = []
     for k, name in enumerate(report.class_names):
-        cells = []
+        cells = [name]
         for split in splits:
             b = report.balance[split]
             flag = " ⚠" if name in b.under_represented else ""
             cells.append(f"{b.counts[k]} ({b.shares[k].format()}){flag}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = ["## Class balance", "", format_table(["class", *splits], rows, "md")]
     ratios = ", ".join(f"{s}: {b.imbalance_ratio.format(2)}" for s, b in report.balance.items())
     return lines + ["", f"Imbalance ratio (largest / smallest class): {ratios}. ⚠ = under-represented.", ""]
 
 
 def _duplicates(report: AuditReport) -> list[str]:
-    lines = [
-        "## Duplicates and leakage",
-        "",
-        "| split | kind | groups | redundant | fraction |",
-        "|---|---|---|---|---|",
+    rows = [
+        [split, s.kind, len(s.groups), s.redundant, s.fraction.format(4)]
+        for split, found in report.duplicates.items()
+        for s in found.sets.values()
     ]
-    for split, found in report.duplicates.items():
-        for s in found.sets.values():
-            lines.append(f"| {split} | {s.kind} | {len(s.groups)} | {s.redundant} | {s.fraction.format(4)} |")
+    table = format_table(["split", "kind", "groups", "redundant", "fraction"], rows, "md")
+    lines = ["## Duplicates and leakage", "", table]
     cfg = report.config
     lines += ["", f"Near duplicates: perceptual hash of {cfg.hash_size ** 2} bits, Hamming distance ≤ "
               f"{cfg.near_duplicate_distance}.", ""]  # fmt: skip

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mmfuse.audit._stats import Check, Interval, wilson_interval
 from mmfuse.errors import ConfigError
+from mmfuse.stats import Check, Interval, wilson_interval
 
 __all__ = [
     "Mismatches",

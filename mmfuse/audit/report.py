@@ -9,7 +9,6 @@ on all of it. Each detector is a :mod:`mmfuse.progress` stage (reported by ``mmf
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from mmfuse.audit._stats import Check
 from mmfuse.audit.balance import ClassBalance, class_balance
 from mmfuse.audit.config import AuditConfig
 from mmfuse.audit.duplicates import ImageHashes, Leakage, SplitDuplicates, find_duplicates, find_leakage, hash_images
@@ -31,7 +29,9 @@ from mmfuse.audit.label_errors import (
 )
 from mmfuse.audit.mismatch import Mismatches, find_mismatches, matching_probabilities
 from mmfuse.audit.source import SplitData
+from mmfuse.io import write_atomic, write_json
 from mmfuse.progress import stage, track
+from mmfuse.stats import Check
 
 __all__ = ["AuditReport", "audit_data", "audit_model", "reference_split", "write_audit"]
 
@@ -227,6 +227,6 @@ def write_audit(report: AuditReport, out_dir: str | Path, plots: bool = True) ->
 
         written += plot_audit(report, out)
     json_path, md_path = out / "audit.json", out / "audit.md"
-    json_path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-    md_path.write_text(audit_markdown(report, [p.name for p in written]))
+    write_json(json_path, report.as_dict())
+    write_atomic(md_path, audit_markdown(report, [p.name for p in written]))
     return [json_path, md_path, *written]

@@ -11,18 +11,11 @@ from mmfuse._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mmfuse.bench.amp import CellResult, PreparedModel, add_speedups, prepare_model, run_cell, run_cells
-    from mmfuse.bench.config import SIZE_NAMES, AmpSweepConfig
+    from mmfuse.bench.config import PRECISIONS, SIZE_NAMES, AmpSweepConfig, PrecisionPlan, get_precision
     from mmfuse.bench.flops import PeakFlops, count_flops, count_step_flops, datasheet_peak, mfu, peak_flops
     from mmfuse.bench.overhead import OVERHEAD_TARGET, OverheadResult, measure_overhead
     from mmfuse.bench.parity import ParityResult, run_parity
-    from mmfuse.bench.precision import (
-        PRECISIONS,
-        PrecisionPlan,
-        TrainStep,
-        get_precision,
-        skip_reason,
-        synthetic_batches,
-    )
+    from mmfuse.bench.precision import TrainStep, skip_reason, synthetic_batches
     from mmfuse.bench.report import load_results, render_report
     from mmfuse.bench.sizes import ModelSize, build_size_model, get_size
     from mmfuse.bench.suite import run_amp_benchmark
@@ -30,18 +23,11 @@ if TYPE_CHECKING:
 # Module -> the public names it defines, imported on first use.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "mmfuse.bench.amp": ("CellResult", "PreparedModel", "add_speedups", "prepare_model", "run_cell", "run_cells"),
-    "mmfuse.bench.config": ("SIZE_NAMES", "AmpSweepConfig"),
+    "mmfuse.bench.config": ("PRECISIONS", "SIZE_NAMES", "AmpSweepConfig", "PrecisionPlan", "get_precision"),
     "mmfuse.bench.flops": ("PeakFlops", "count_flops", "count_step_flops", "datasheet_peak", "mfu", "peak_flops"),
     "mmfuse.bench.overhead": ("OVERHEAD_TARGET", "OverheadResult", "measure_overhead"),
     "mmfuse.bench.parity": ("ParityResult", "run_parity"),
-    "mmfuse.bench.precision": (
-        "PRECISIONS",
-        "PrecisionPlan",
-        "TrainStep",
-        "get_precision",
-        "skip_reason",
-        "synthetic_batches",
-    ),
+    "mmfuse.bench.precision": ("TrainStep", "skip_reason", "synthetic_batches"),
     "mmfuse.bench.report": ("load_results", "render_report"),
     "mmfuse.bench.sizes": ("ModelSize", "build_size_model", "get_size"),
     "mmfuse.bench.suite": ("run_amp_benchmark",),

@@ -20,16 +20,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from mmfuse.bench.config import AmpSweepConfig
+from mmfuse.bench.config import AmpSweepConfig, PrecisionPlan, get_precision
 from mmfuse.bench.flops import PeakFlops, count_step_flops, mfu, peak_flops
-from mmfuse.bench.precision import (
-    PrecisionPlan,
-    TrainStep,
-    get_precision,
-    precision_mode,
-    skip_reason,
-    synthetic_batches,
-)
+from mmfuse.bench.precision import TrainStep, precision_mode, skip_reason, synthetic_batches
 from mmfuse.bench.sizes import ModelSize, build_size_model, get_size
 from mmfuse.bench.timing import PeakMemory, time_steps
 from mmfuse.models import ImageTextModel

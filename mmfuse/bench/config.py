@@ -1,18 +1,74 @@
-"""What a mixed-precision sweep runs (:class:`AmpSweepConfig`) and the model sizes it can name: the arguments of
-``mmfuse bench amp``, read without building or importing any model."""
+"""What a mixed-precision sweep runs (:class:`AmpSweepConfig`), the precisions (:data:`PRECISIONS`) and the model sizes
+it can name: the arguments of ``mmfuse bench amp``, read without importing torch (``mmfuse bench --help`` starts at
+once); :mod:`mmfuse.bench.precision` runs the plans."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from mmfuse.bench.precision import PRECISIONS, get_precision
 from mmfuse.errors import ConfigError
 
-__all__ = ["SIZE_NAMES", "AmpSweepConfig"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["PRECISIONS", "SIZE_NAMES", "AmpSweepConfig", "PrecisionPlan", "get_precision"]
 
 SIZE_NAMES = ("tiny", "small", "base")  # built by mmfuse.bench.sizes.get_size
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How one precision runs a training step.
+
+    Attributes:
+        name: Lightning-style name (``32-true``, ``tf32``, ``bf16-mixed``, ``16-mixed``, ``bf16-true``).
+        autocast: torch dtype name of the autocast region around the forward pass; None = no autocast.
+        params: torch dtype name of parameters, optimizer state and images.
+        use_grad_scaler: scale the loss with a ``GradScaler`` (float16 gradients underflow without it).
+        use_tf32: allow TF32 tensor cores for float32 matmuls and convolutions.
+        peak_kind: which datasheet peak MFU divides by (``fp32``, ``tf32``, ``bf16``, ``fp16``).
+    """
+
+    name: str
+    autocast: str | None = None
+    params: str = "float32"
+    use_grad_scaler: bool = False
+    use_tf32: bool = False
+    peak_kind: str = "fp32"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None for no autocast."""
+        import torch
+
+        return None if self.autocast is None else getattr(torch, self.autocast)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        """The dtype of parameters, optimizer state and images."""
+        import torch
+
+        return getattr(torch, self.params)
+
+
+PRECISIONS: dict[str, PrecisionPlan] = {
+    plan.name: plan
+    for plan in (
+        PrecisionPlan("32-true"),
+        PrecisionPlan("tf32", use_tf32=True, peak_kind="tf32"),
+        PrecisionPlan("bf16-mixed", autocast="bfloat16", peak_kind="bf16"),
+        PrecisionPlan("16-mixed", autocast="float16", use_grad_scaler=True, peak_kind="fp16"),
+        PrecisionPlan("bf16-true", params="bfloat16", peak_kind="bf16"),
+    )
+}
+
+
+def get_precision(name: str) -> PrecisionPlan:
+    """The plan of precision ``name``; an unknown name is a :class:`ConfigError` listing the known ones."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"unknown precision {name!r}; known: {list(PRECISIONS)}")
+    return PRECISIONS[name]
 
 
 @dataclass(frozen=True)
@@ -80,7 +136,7 @@ class AmpSweepConfig:
             raise ConfigError(f"overhead precision {self.overhead_precision!r}: use 32-true or bf16-mixed")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if self.device == "cuda" and not _cuda_available():
             raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device")
         if not self.sizes or not self.precisions or not self.batch_sizes:
             raise ConfigError("the sweep needs at least one size, one precision and one batch size")
@@ -102,4 +158,12 @@ class AmpSweepConfig:
     @property
     def torch_device(self) -> torch.device:
         """The device as a ``torch.device``."""
+        import torch
+
         return torch.device(self.device)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from mmfuse._compat import cpu_flash_attention_ops
+
 __all__ = [
     "PEAK_TABLE",
     "PeakFlops",
@@ -58,9 +60,10 @@ def _cpu_sdpa_backward_flop(
 
 # CPU SDPA runs a fused kernel that FlopCounterMode does not know; its FLOPs are those of any other SDPA kernel.
 # (FlopCounterMode calls these with tensor shapes in place of tensors.)
+_CPU_SDPA, _CPU_SDPA_BACKWARD = cpu_flash_attention_ops()
 _EXTRA_FORMULAS: dict[object, Callable[..., int]] = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
+    _CPU_SDPA: _cpu_sdpa_flop,
+    _CPU_SDPA_BACKWARD: _cpu_sdpa_backward_flop,
 }
 
 

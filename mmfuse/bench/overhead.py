@@ -35,7 +35,7 @@ from torch import Tensor
 from mmfuse.bench.precision import synthetic_batches
 from mmfuse.bench.sizes import ModelSize
 from mmfuse.bench.timing import synchronize
-from mmfuse.config import OptimConfig
+from mmfuse.config import MODEL_KEYS, OptimConfig
 from mmfuse.models import ImageTextModel
 from mmfuse.types import Batch
 
@@ -202,7 +202,7 @@ def _lightning_modules(size: ModelSize) -> tuple[Any, Any]:
 
     cfg = size.model
     modules = [
-        cls(cfg.width, cfg.vision, cfg.text, cfg.fusion, cfg.head, optim=size.optim, data_spec=size.spec)
+        cls(**{key: getattr(cfg, key) for key in MODEL_KEYS}, optim=size.optim, data_spec=size.spec)
         for cls in (FusionLitModule, BareLitModule)
     ]
     module, bare = modules

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from mmfuse.bench.amp import PreparedModel
-from mmfuse.bench.precision import TrainStep, get_precision, precision_mode, skip_reason, synthetic_batches
+from mmfuse.bench.config import get_precision
+from mmfuse.bench.precision import TrainStep, precision_mode, skip_reason, synthetic_batches
 from mmfuse.types import Batch
 
 __all__ = ["ParityResult", "run_parity", "train_losses"]

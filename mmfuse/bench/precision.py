@@ -10,69 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmfuse.errors import ConfigError
+from mmfuse._compat import grad_scaler_scale
+from mmfuse.bench.config import PrecisionPlan
 from mmfuse.types import Batch
 
-if TYPE_CHECKING:  # only annotations: `mmfuse bench --help` reads PRECISIONS without building models
+if TYPE_CHECKING:
     from mmfuse.bench.sizes import ModelSize
     from mmfuse.models import ImageTextModel, ModelOutput
 
 __all__ = [
-    "PRECISIONS",
-    "PrecisionPlan",
     "TrainStep",
-    "get_precision",
     "precision_mode",
     "skip_reason",
     "synthetic_batches",
 ]
-
-
-@dataclass(frozen=True)
-class PrecisionPlan:
-    """How one precision runs a training step.
-
-    Attributes:
-        name: Lightning-style name (``32-true``, ``tf32``, ``bf16-mixed``, ``16-mixed``, ``bf16-true``).
-        autocast_dtype: dtype of the autocast region around the forward pass; None = no autocast.
-        param_dtype: dtype of parameters, optimizer state and images.
-        use_grad_scaler: scale the loss with a ``GradScaler`` (float16 gradients underflow without it).
-        use_tf32: allow TF32 tensor cores for float32 matmuls and convolutions.
-        peak_kind: which datasheet peak MFU divides by (``fp32``, ``tf32``, ``bf16``, ``fp16``).
-    """
-
-    name: str
-    autocast_dtype: torch.dtype | None = None
-    param_dtype: torch.dtype = torch.float32
-    use_grad_scaler: bool = False
-    use_tf32: bool = False
-    peak_kind: str = "fp32"
-
-
-PRECISIONS: dict[str, PrecisionPlan] = {
-    plan.name: plan
-    for plan in (
-        PrecisionPlan("32-true"),
-        PrecisionPlan("tf32", use_tf32=True, peak_kind="tf32"),
-        PrecisionPlan("bf16-mixed", autocast_dtype=torch.bfloat16, peak_kind="bf16"),
-        PrecisionPlan("16-mixed", autocast_dtype=torch.float16, use_grad_scaler=True, peak_kind="fp16"),
-        PrecisionPlan("bf16-true", param_dtype=torch.bfloat16, peak_kind="bf16"),
-    )
-}
-
-
-def get_precision(name: str) -> PrecisionPlan:
-    """The plan of precision ``name``; an unknown name is a :class:`ConfigError` listing the known ones."""
-    if name not in PRECISIONS:
-        raise ConfigError(f"unknown precision {name!r}; known: {list(PRECISIONS)}")
-    return PRECISIONS[name]
 
 
 def skip_reason(plan: PrecisionPlan, device: torch.device) -> str | None:
@@ -166,9 +123,9 @@ class TrainStep:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            # NOTE: GradScaler keeps its scale in the private `_scale`; get_scale() would sync the host every step.
-            assert self.scaler._scale is not None
-            self.scales.append(self.scaler._scale.detach().clone())
+            scale = grad_scaler_scale(self.scaler)  # the device tensor; get_scale() would sync the host every step
+            assert scale is not None
+            self.scales.append(scale.detach().clone())
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 

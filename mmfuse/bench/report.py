@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -22,8 +21,10 @@ from typing import Any
 
 import torch
 
+from mmfuse import io
 from mmfuse.errors import ConfigError
-from mmfuse.provenance import git_state, hardware_info, package_versions, write_text_atomic
+from mmfuse.provenance import git_state, hardware_info, package_versions
+from mmfuse.tables import format_table
 
 __all__ = [
     "JSON_NAME",
@@ -71,7 +72,7 @@ def write_json(directory: Path, results: dict[str, Any]) -> Path:
     """Write ``results`` to ``directory/amp.json`` atomically (inf/NaN become the strings ``"inf"``/``"nan"``)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / JSON_NAME
-    write_text_atomic(path, json.dumps(_json_safe(results), indent=2, allow_nan=False) + "\n")
+    io.write_json(path, _json_safe(results), allow_nan=False)
     return path
 
 
@@ -91,7 +92,7 @@ def load_results(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / JSON_NAME
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: not an AMP benchmark results directory")
-    return dict(json.loads(path.read_text()))
+    return io.read_json(path, "AMP benchmark results")
 
 
 def render_report(directory: str | Path, plots: bool = True) -> list[Path]:
@@ -99,7 +100,7 @@ def render_report(directory: str | Path, plots: bool = True) -> list[Path]:
     directory = Path(directory)
     results = load_results(directory)
     md_path = directory / MD_NAME
-    write_text_atomic(md_path, format_markdown(results))
+    io.write_atomic(md_path, format_markdown(results))
     written = [md_path]
     if plots:
         try:
@@ -113,11 +114,6 @@ def _fmt(value: Any, spec: str, scale: float = 1.0, empty: str = "") -> str:
     if value is None or isinstance(value, str):
         return empty if value is None else value
     return format(value * scale if scale != 1.0 else value, spec)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _cell_row(cell: dict[str, Any]) -> list[str]:
@@ -156,7 +152,7 @@ def _size_section(name: str, size: dict[str, Any], cells: list[dict[str, Any]]) 
         lines[-1] += " 100% means the model's kernels ran faster than that matmul."
     lines += [""]
     ordered = sorted(cells, key=lambda c: (c["compile"], c["batch_size"]))
-    return lines + _table(header, [_cell_row(c) for c in ordered]) + [""]
+    return [*lines, format_table(header, [_cell_row(c) for c in ordered], "md"), ""]
 
 
 def _parity_section(parity: list[dict[str, Any]]) -> list[str]:
@@ -171,7 +167,7 @@ def _parity_section(parity: list[dict[str, Any]]) -> list[str]:
         rows.append([item["size"], item["precision"], str(item["batch_size"]), str(item["steps"])])
         rows[-1] += [_fmt(final, ".4f"), _fmt(ref, ".4f"), *gaps]
     intro = "Same initial weights, same batches (cycled, so the loss falls as the labels are memorised)."
-    return ["## Loss parity with 32-true", "", intro, "", *_table(header, rows), ""]
+    return ["## Loss parity with 32-true", "", intro, "", format_table(header, rows, "md"), ""]
 
 
 def _overhead_section(overhead: dict[str, Any] | None) -> list[str]:
@@ -195,7 +191,7 @@ def _overhead_section(overhead: dict[str, Any] | None) -> list[str]:
         f"{overhead.get('clock', 'wall')}."
     )
     header = ["Lightning loop", "median ms/step", "paired plain ms/step", "median extra ms/step", "ratio"]
-    return ["## Lightning overhead", "", text, "", *_table(header, rows), ""]
+    return ["## Lightning overhead", "", text, "", format_table(header, rows, "md"), ""]
 
 
 def format_markdown(results: dict[str, Any]) -> str:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mmfuse.bench.config import SIZE_NAMES
 from mmfuse.config import FusionConfig, ModelConfig, OptimConfig, config_from_dict, resolve_model_config
 from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
+from mmfuse.experiment import load_config
 from mmfuse.models import ImageTextModel
 from mmfuse.registry import close_matches
 from mmfuse.types import DataSpec
@@ -85,8 +83,9 @@ def _base() -> ModelSize:
 
 
 def experiment_size(path: str | Path, name: str = "small", seq_len: int = 12) -> ModelSize:
-    """The model of a shapes-world experiment YAML (its ``model:`` section and ``data.world``), with the data facts
-    that ``ShapesDataModule.spec`` derives (without generating any data).
+    """The model of a shapes-world experiment YAML (its ``model:`` and ``optim:`` sections and ``data.world``, read
+    by :func:`mmfuse.load_config`), with the data facts that ``ShapesDataModule.spec`` derives (without generating
+    any data).
 
     Args:
         path: experiment YAML.
@@ -99,16 +98,15 @@ def experiment_size(path: str | Path, name: str = "small", seq_len: int = 12) ->
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"size {name!r} reads {path}, which does not exist (run from a source checkout)")
-    raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    model_section = dict(raw.get("model") or {})
-    optim = config_from_dict(OptimConfig, model_section.pop("optim", {}) or {})
-    world = config_from_dict(ShapesWorldConfig, (raw.get("data") or {}).get("world") or {})
+    experiment = load_config(path)
+    data = experiment.data.get("init_args", experiment.data)  # with or without class_path
+    world = config_from_dict(ShapesWorldConfig, data.get("world") or {})
     tokenizer = train_word_tokenizer(text_vocabulary(world))
     classes = answer_vocabulary(world)
     spec = DataSpec(len(classes), len(tokenizer), int(tokenizer.pad_token_id), world.image_size, tuple(classes))
-    cfg = resolve_model_config(config_from_dict(ModelConfig, model_section), spec)
+    cfg = resolve_model_config(experiment.model, spec)
     desc = f"model of {path.name} ({cfg.vision.model_name} + {cfg.text.model_type}, width {cfg.width}), L={seq_len}"
-    return ModelSize(name, cfg, spec, seq_len=seq_len, optim=optim, description=desc)
+    return ModelSize(name, cfg, spec, seq_len=seq_len, optim=experiment.optim, description=desc)
 
 
 def get_size(name: str, experiment: str | Path | None = None) -> ModelSize:

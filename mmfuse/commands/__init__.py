@@ -32,6 +32,12 @@ def run_command(name: str, argv: list[str]) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"mmfuse {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # config overrides, `--section.key value` (mmfuse.commands._common.add_config_overrides)
+        from mmfuse.commands._common import config_overrides
+
+        args.overrides = config_overrides(unknown)
     with reporting(name):
         return int(module.run(args) or 0)

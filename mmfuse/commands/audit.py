@@ -9,7 +9,7 @@ Examples::
 Class balance, duplicates and leakage need only the data. Label errors and image-text mismatches need frozen
 features of a model trained on the data: ``--ckpt`` (with the ``--config`` it was trained with) or ``--model`` (a
 ``save_pretrained`` directory); without either, the configured model is first trained as ``mmfuse fit`` would
-(shorten it with ``--set trainer.max_epochs=1``), because a random network's features do not separate classes that
+(shorten it with ``--trainer.max_epochs 1``), because a random network's features do not separate classes that
 depend on image and text together. Every threshold of :class:`~mmfuse.audit.AuditConfig` is a flag
 (``--max-label-error-fraction 0.02``; ``none`` = report without grading).
 
@@ -20,11 +20,8 @@ of range) ends with a one-line message before any work.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import os
-import tempfile
 import time
 import types
 import typing
@@ -32,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from mmfuse.commands._common import add_config_overrides, build_cli, check_device, existing_path, load_pretrained
 from mmfuse.errors import ConfigError
 from mmfuse.progress import Stage, stage
 
@@ -48,10 +45,6 @@ __all__ = [
     "read_features",
     "prepare",
 ]
-
-# Keys of a run's saved config.yaml that belong to the `fit` subcommand, not to the experiment.
-_RUN_ONLY_KEYS = ("ckpt_path", "weights_only")
-_CLI_OVERRIDES = ["--trainer.devices=1", "--trainer.strategy=auto", "--trainer.accelerator=cpu"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +76,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ckpt", help="checkpoint written by `mmfuse fit` with this config (default: train the configured model)")
     add("--model", help="a save_pretrained directory (e.g. <run>/model) instead of --ckpt")
     add("--out", required=True, help="output directory")
-    add("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.cache_dir=/x")
+    add_config_overrides(parser)
     add("--batch-size", type=int, default=128, help="examples per forward when reading features")
     add("--device", default="cpu", help="cpu or cuda")
 
@@ -132,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             written.advance(len(paths))
     except OSError as err:
         raise ConfigError(f"--out {args.out!r}: cannot write the report there ({err})") from err
-    print("\n".join(checks_table(report.checks)))
+    print(checks_table(report.checks))
     print(f"audit {'PASSED' if report.passed else 'FAILED'}: " + ", ".join(str(p) for p in paths))
     return 1 if args.strict and not report.passed else 0
 
@@ -144,12 +137,12 @@ def prepare(args: argparse.Namespace, need_model: bool, split_names: list[str] |
 
     _check_source_arguments(args)
     check_out_dir(args.out)
-    ckpt = _existing(args.ckpt, "--ckpt") if args.ckpt else None
-    model_dir = _existing(args.model, "--model", directory=True) if args.model else None
-    config = _existing(args.config, "--config")
+    ckpt = existing_path(args.ckpt, "--ckpt") if args.ckpt else None
+    model_dir = existing_path(args.model, "--model", directory=True) if args.model else None
+    config = existing_path(args.config, "--config")
     fit_root = Path(args.out) / "fit" if need_model and ckpt is None and model_dir is None else None
     with stage("data", unit="examples") as current:
-        cli = build_cli(config, args.set, fit_root)
+        cli = build_cli(config, args.overrides, fit_root)
         if ckpt is not None:
             from mmfuse.training import check_checkpoint_matches
 
@@ -191,37 +184,6 @@ def check_out_dir(out: str) -> None:
         raise ConfigError(f"--out {out!r}: {str(parent)!r} is not writable")
 
 
-def build_cli(config: Path, overrides: list[str], fit_root: Path | None = None) -> Any:
-    """``build_from_config`` on the experiment, single-process on the CPU; a parse error becomes a one-line
-    :class:`ConfigError` (a run's saved config.yaml loses its ``fit``-only keys first)."""
-    from mmfuse.training.cli import build_from_config
-
-    raw = yaml.safe_load(config.read_text())
-    if not isinstance(raw, dict):
-        raise ConfigError(f"--config {str(config)!r} is not a YAML mapping")
-    extra = [*_CLI_OVERRIDES, *(f"--{s}" for s in overrides)]
-    if fit_root is not None:
-        extra.append(f"--trainer.default_root_dir={fit_root}")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = config
-        if any(key in raw for key in _RUN_ONLY_KEYS):
-            path = Path(tmp) / config.name
-            path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k not in _RUN_ONLY_KEYS}))
-        stderr = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(stderr):
-                return build_from_config(path, extra)
-        except SystemExit as err:  # the config parser printed its usage and an `error:` message
-            reason = _parser_error(stderr.getvalue())
-            raise ConfigError(f"--config {str(config)!r} (and --set overrides): {reason}") from err
-
-
-def _parser_error(printed: str) -> str:
-    """The parser's ``error:`` message (which may span lines) on one line."""
-    text = printed[printed.rfind("error:") + len("error:") :] if "error:" in printed else printed
-    return " ".join(text.split())[:800]
-
-
 def load_model(cli: Any, ckpt: Path | None, model_dir: Path | None) -> tuple[Any, Any, str]:
     """The model and tokenizer from ``ckpt`` or ``model_dir``; with neither, the configured model trained as
     ``mmfuse fit`` would. Returns (model, tokenizer, where it came from)."""
@@ -234,7 +196,7 @@ def load_model(cli: Any, ckpt: Path | None, model_dir: Path | None) -> tuple[Any
         return model, datamodule.tokenizer, f"checkpoint {ckpt}"
     if model_dir is not None:
         with stage("model"):
-            loaded = _from_pretrained(model_dir, datamodule)
+            loaded = load_pretrained(model_dir, datamodule)
         return (*loaded, f"saved model {model_dir}")
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=datamodule)
@@ -274,36 +236,12 @@ def _features(inputs: ModelInputs, rows: Any, name: str, progress: Stage, args: 
     return extract_features(inputs.model, rows, **read, progress=progress)
 
 
-def _from_pretrained(model_dir: Path, datamodule: Any) -> tuple[Any, Any]:
-    from mmfuse.hub import from_pretrained, load_tokenizer, read_config
-
-    _, spec = read_config(model_dir)
-    data = datamodule.spec
-    if spec is not None and (tuple(spec.class_names), spec.image_size) != (tuple(data.class_names), data.image_size):
-        raise ConfigError(
-            f"--model {str(model_dir)!r} was trained on classes {list(spec.class_names)} at {spec.image_size} px but "
-            f"the data has {list(data.class_names)} at {data.image_size} px; pass the --config it was trained with"
-        )
-    return from_pretrained(model_dir), load_tokenizer(model_dir)
-
-
 def _check_source_arguments(args: argparse.Namespace) -> None:
     if args.ckpt and args.model:
         raise ConfigError("give --ckpt or --model, not both")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1")
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise ConfigError(f"--device {args.device!r}: use cpu, cuda or cuda:N")
-    bad = [s for s in args.set if "=" not in s]
-    if bad:
-        raise ConfigError(f"--set takes KEY=VALUE (e.g. data.cache_dir=/tmp/x), got {bad}")
-
-
-def _existing(path: str, flag: str, directory: bool = False) -> Path:
-    p = Path(path)
-    if not (p.is_dir() if directory else p.is_file()):
-        raise ConfigError(f"{flag} {path!r}: no such {'directory' if directory else 'file'}")
-    return p
+    check_device(args.device)
 
 
 def _require_plots() -> None:

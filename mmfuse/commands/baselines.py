@@ -4,13 +4,13 @@ Examples::
 
     mmfuse baselines --config experiments/shapes_color.yaml \\
         --ckpt runs/shapes_color/version_0/checkpoints/X.ckpt --out runs/baselines
-    mmfuse baselines --config experiments/shapes_color.yaml --out runs/baselines --set trainer.max_epochs=1
+    mmfuse baselines --config experiments/shapes_color.yaml --out runs/baselines --trainer.max_epochs 1
 
 Rows: the majority class; linear probes on the model's frozen pooled text features, pooled image features and both
 concatenated (fit on the training split); the model's own predictions. Every accuracy comes with a bootstrap
 interval over the evaluation examples, and the model's gain over the best simpler rung with a paired one, graded
 against ``--min-gain``. Without ``--ckpt`` / ``--model`` the configured model is trained first, as ``mmfuse fit``
-would (shorten it with ``--set trainer.max_epochs=1``).
+would (shorten it with ``--trainer.max_epochs 1``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the ladder, write ``baselines.json`` / ``baselines.md`` into ``--out``, print the table."""
     from mmfuse.audit import baseline_ladder, write_ladder
-    from mmfuse.audit._stats import check_level
+    from mmfuse.stats import check_level
 
     check_level(args.level, "--level")
     if args.n_boot < 1:

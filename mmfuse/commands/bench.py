@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from mmfuse.bench import PRECISIONS, SIZE_NAMES, AmpSweepConfig
 from mmfuse.errors import ConfigError
 
@@ -63,6 +61,8 @@ def add_amp_arguments(parser: argparse.ArgumentParser, default_out: str = DEFAUL
 
 def config_from_args(args: argparse.Namespace) -> AmpSweepConfig:
     """The sweep the arguments describe; unknown sizes, precisions or devices raise :class:`ConfigError`."""
+    import torch  # here, not at the top: `mmfuse bench --help` stays free of torch
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     compile_precisions = (args.compile_precision or args.precisions) if args.compile else []
     if args.compile_precision and not args.compile:

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from mmfuse.provenance import hardware_info, package_versions
-from mmfuse.runs import format_table
+from mmfuse.tables import format_table
 
 __all__ = [
     "CPU_FEATURES",

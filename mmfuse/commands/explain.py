@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from mmfuse.commands._common import (
+    add_config_overrides,
+    build_cli,
+    check_device,
+    existing_path,
+    load_pretrained,
+    pick_split,
+)
 from mmfuse.errors import ConfigError
 from mmfuse.progress import stage
 
@@ -34,10 +39,6 @@ if TYPE_CHECKING:
     from mmfuse.types import Batch
 
 __all__ = ["add_arguments", "run", "run_photos", "ExplainInputs", "prepare", "explain_examples"]
-
-# Keys of a run's saved config.yaml that belong to the `fit` subcommand, not to the experiment.
-_RUN_ONLY_KEYS = ("ckpt_path", "weights_only")
-_CLI_OVERRIDES = ["--trainer.devices=1", "--trainer.strategy=auto", "--trainer.accelerator=cpu"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=32, help="examples per forward")
     add("--steps", type=int, default=16, help="steps of the deletion / insertion curves")
     add("--randomization-examples", type=int, default=32, help="examples in the randomization check (0 = skip)")
-    add("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.cache_dir=/x")
+    add_config_overrides(parser)
     add("--device", default="cpu", help="cpu or cuda")
     add("--seed", type=int, default=0)
     photos = parser.add_argument_group("photos", "explain a plain image classifier on photos instead")
@@ -135,18 +136,18 @@ def prepare(args: argparse.Namespace) -> ExplainInputs:
     _check_numbers(args)
     if (args.model is None) == (args.ckpt is None) or (args.ckpt and not args.config):
         raise ConfigError("give --config and --ckpt, or --model (a save_pretrained directory) with or without --config")
-    model_dir = _existing(args.model, "--model", directory=True) if args.model else None
-    ckpt = _existing(args.ckpt, "--ckpt") if args.ckpt else None
+    model_dir = existing_path(args.model, "--model", directory=True) if args.model else None
+    ckpt = existing_path(args.ckpt, "--ckpt") if args.ckpt else None
     config = _data_config(args.config, model_dir)
     with stage("data", unit="examples") as current:
-        cli = _build(config, args.set)
+        cli = build_cli(config, args.overrides)
         if ckpt is not None:
             from mmfuse.training import check_checkpoint_matches
 
             check_checkpoint_matches(ckpt, dict(cli.model.hparams))
         datamodule = cli.datamodule
         datamodule.setup()
-        split = _split(datamodule.splits, args.split)
+        split = pick_split(datamodule.splits, args.split)
         indices = _indices(args.index, args.n, split.num_rows, args.split)
         current.advance(len(indices), detail=args.split)
     with stage("model"):
@@ -196,7 +197,7 @@ def _check_photo_args(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     from mmfuse.data.images import BadImageError, check_image
 
     given = [flag for flag in _IMAGE_TEXT_FLAGS if getattr(args, flag[2:]) is not None]
-    given += ["--evaluate"] * args.evaluate + [f"--set {s}" for s in args.set]
+    given += ["--evaluate"] * args.evaluate + [arg for arg in args.overrides if arg.startswith("--")]
     if given:
         raise ConfigError(f"--classifier explains photos; {', '.join(given)} belong to an image-text model")
     if not args.images:
@@ -207,9 +208,9 @@ def _check_photo_args(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     unknown = [m for m in methods if m not in CAM_METHODS]
     if unknown:
         raise ConfigError(f"unknown CAM method(s) {unknown} for --classifier; known: {CAM_METHODS.names()}")
-    _check_device(args.device)
+    check_device(args.device)
     if args.weights is not None:
-        _existing(args.weights, "--weights")
+        existing_path(args.weights, "--weights")
     paths = find_photos(args.images)[: args.n]
     for path in paths:
         try:
@@ -299,32 +300,13 @@ def _check_numbers(args: argparse.Namespace) -> None:
             f"--n ({args.n}), --batch-size ({args.batch_size}) and --steps ({args.steps}) must be >= 1 and "
             f"--randomization-examples ({args.randomization_examples}) >= 0"
         )
-    _check_device(args.device)
-    bad = [s for s in args.set if "=" not in s]
-    if bad:
-        raise ConfigError(f"--set takes KEY=VALUE (e.g. data.cache_dir=/tmp/x), got {bad}")
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"--device {device!r}: use cpu, cuda or cuda:N")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r}: no CUDA device is available here; use --device cpu")
-
-
-def _existing(path: str, flag: str, directory: bool = False) -> Path:
-    p = Path(path)
-    if not (p.is_dir() if directory else p.is_file()):
-        raise ConfigError(f"{flag} {path!r}: no such {'directory' if directory else 'file'}")
-    return p
+    check_device(args.device)
 
 
 def _data_config(config: str | None, model_dir: Path | None) -> Path:
     """The YAML that describes the data: --config, else the run's config.yaml next to a saved model."""
     if config is not None:
-        return _existing(config, "--config")
+        return existing_path(config, "--config")
     assert model_dir is not None
     run_config = model_dir.resolve().parent / "config.yaml"
     if not run_config.is_file():
@@ -332,28 +314,6 @@ def _data_config(config: str | None, model_dir: Path | None) -> Path:
             f"--model {str(model_dir)!r}: no config.yaml in its run directory; pass --config for the data"
         )
     return run_config
-
-
-def _build(config: Path, overrides: list[str]) -> Any:
-    """``build_from_config`` on the experiment; a run's saved config.yaml loses its ``fit``-only keys first."""
-    from mmfuse.training.cli import build_from_config
-
-    raw = yaml.safe_load(config.read_text())
-    if not isinstance(raw, dict):
-        raise ConfigError(f"--config {str(config)!r} is not a YAML mapping")
-    extra = [*_CLI_OVERRIDES, *(f"--{s}" for s in overrides)]
-    with tempfile.TemporaryDirectory() as tmp:
-        if not any(key in raw for key in _RUN_ONLY_KEYS):
-            return build_from_config(config, extra)
-        stripped = Path(tmp) / config.name
-        stripped.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k not in _RUN_ONLY_KEYS}))
-        return build_from_config(stripped, extra)
-
-
-def _split(splits: Any, name: str) -> Any:
-    if name not in splits:
-        raise ConfigError(f"--split {name!r}: the data has splits {sorted(splits)}")
-    return splits[name]
 
 
 def _indices(index: list[int] | None, n: int, size: int, split: str) -> list[int]:
@@ -371,14 +331,5 @@ def _load_model(ckpt: str | None, model_dir: Path | None, datamodule: Any) -> tu
         from mmfuse.training import FusionLitModule
 
         return FusionLitModule.load_from_checkpoint(ckpt, map_location="cpu").model, datamodule.tokenizer
-    from mmfuse.hub import from_pretrained, load_tokenizer, read_config
-
     assert model_dir is not None
-    _, spec = read_config(model_dir)
-    data = datamodule.spec
-    if spec is not None and (spec.class_names, spec.image_size) != (data.class_names, data.image_size):
-        raise ConfigError(
-            f"--model {str(model_dir)!r} was trained on classes {list(spec.class_names)} at {spec.image_size} px but "
-            f"the data has {list(data.class_names)} at {data.image_size} px; pass the --config it was trained with"
-        )
-    return from_pretrained(model_dir), load_tokenizer(model_dir)
+    return load_pretrained(model_dir, datamodule)

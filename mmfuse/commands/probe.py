@@ -3,9 +3,9 @@
 Examples::
 
     mmfuse probe counterfactual --config experiments/shapes_color.yaml --ckpt runs/.../X.ckpt --out runs/probe \\
-        --set data.world.protected_attribute=true [--lists my_terms.json] [--tolerance 0.02] [--image-edit shapes_frame]
+        --data.world.protected_attribute true [--lists my_terms.json] [--tolerance 0.02] [--image-edit shapes_frame]
     mmfuse probe robustness --config experiments/shapes_color.yaml --ckpt runs/.../X.ckpt --out runs/probe \\
-        --set data.world.shift=true
+        --data.world.shift true
 
 ``counterfactual`` writes ``counterfactual.json`` / ``.md`` and exits 1 when an attribute fails the tolerance (0 when
 every attribute passes), so it can gate a pipeline. ``robustness`` writes ``robustness.json`` / ``.md`` / ``.png``.
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mmfuse.commands._common import add_config_overrides, build_cli, check_device, existing_path, pick_split
 from mmfuse.errors import ConfigError
 from mmfuse.progress import stage
 
@@ -63,7 +64,7 @@ def _common(parser: argparse.ArgumentParser, default_n: int) -> None:
     add("--batch-size", type=int, default=64, help="examples per forward")
     add("--n-boot", type=int, default=1000, help="bootstrap resamples")
     add("--level", type=float, default=0.95, help="confidence level of the intervals")
-    add("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.cache_dir=/x")
+    add_config_overrides(parser)
     add("--device", default="cpu", help="cpu or cuda")
     add("--seed", type=int, default=0, help="seed of the perturbations and of the bootstrap")
 
@@ -94,8 +95,8 @@ def _counterfactual(args: argparse.Namespace) -> int:
         world = getattr(datamodule, "world", None)
         if "shapes_frame" in args.image_edit and not getattr(world, "protected_frame", False):
             raise ConfigError(
-                "--image-edit shapes_frame needs a world with a protected frame: --set "
-                "data.world.protected_attribute=true --set data.world.protected_frame=true (and a model trained on it)"
+                "--image-edit shapes_frame needs a world with a protected frame: --data.world.protected_attribute "
+                "true --data.world.protected_frame true (and a model trained on it)"
             )
 
     _, model, data = _prepare(args, check_world)
@@ -126,7 +127,7 @@ def _robustness(args: argparse.Namespace) -> int:
     shift_name = args.shift_split or ("shift" if "shift" in datamodule.splits and args.split != "shift" else None)
     shift = None
     if shift_name is not None:
-        split = _split(datamodule.splits, shift_name, "--shift-split")
+        split = pick_split(datamodule.splits, shift_name, "--shift-split")
         shift = ProbeData.from_split(split, data.collate, limit=args.n, class_names=datamodule.spec.class_names)
     report = robustness_report(
         model, data, image_corruptions=args.image_corruptions, text_perturbations=args.text_perturbations,
@@ -139,7 +140,7 @@ def _robustness(args: argparse.Namespace) -> int:
     print(f"clean accuracy on {args.split} ({report.clean.n} examples): {report.clean.format()}")
     for kind in ("image", "text", "joint", "shift"):
         for name, conditions in report.curves(kind).items():
-            drops = ", ".join(f"{c.relative_drop.value:.1%}" for c in conditions)
+            drops = ", ".join("n/a" if (d := c.relative_drop.estimate) is None else f"{d:.1%}" for c in conditions)
             print(f"  {kind:<5} {name:<28} relative drop by severity: {drops}")
     print("robustness report: " + ", ".join(map(str, paths)))
     return 0
@@ -150,14 +151,13 @@ def _prepare(args: argparse.Namespace, check: Callable[[Any], None] | None = Non
 
     ``check`` sees the configured data module before its data is generated or loaded.
     """
-    from mmfuse.commands.explain import _build, _existing
     from mmfuse.data.collate import ImageTextCollator
     from mmfuse.probes import ProbeData
     from mmfuse.training import FusionLitModule, check_checkpoint_matches
 
-    ckpt = _existing(args.ckpt, "--ckpt")
+    ckpt = existing_path(args.ckpt, "--ckpt")
     with stage("data", unit="examples") as current:
-        cli = _build(_existing(args.config, "--config"), args.set)
+        cli = build_cli(existing_path(args.config, "--config"), args.overrides)
         check_checkpoint_matches(ckpt, dict(cli.model.hparams))
         datamodule = cli.datamodule
         if Path(args.out).is_file():
@@ -165,7 +165,7 @@ def _prepare(args: argparse.Namespace, check: Callable[[Any], None] | None = Non
         if check is not None:
             check(datamodule)
         datamodule.setup()
-        split = _split(datamodule.splits, args.split, "--split")
+        split = pick_split(datamodule.splits, args.split)
         collate = ImageTextCollator(datamodule.tokenizer)
         data = ProbeData.from_split(split, collate, limit=args.n, class_names=datamodule.spec.class_names)
         current.advance(len(data), detail=args.split)
@@ -174,27 +174,13 @@ def _prepare(args: argparse.Namespace, check: Callable[[Any], None] | None = Non
     return datamodule, model, data
 
 
-def _split(splits: Any, name: str, flag: str) -> Any:
-    if name not in splits:
-        raise ConfigError(f"{flag} {name!r}: the data has splits {sorted(splits)}")
-    return splits[name]
-
-
 def _check_numbers(args: argparse.Namespace) -> None:
-    import torch
-
     if args.n < 1 or args.batch_size < 1 or args.n_boot < 1 or not 0.0 < args.level < 1.0:
         raise ConfigError(
             f"--n ({args.n}), --batch-size ({args.batch_size}) and --n-boot ({args.n_boot}) must be >= 1 and "
             f"--level ({args.level}) in (0, 1)"
         )
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise ConfigError(f"--device {args.device!r}: use cpu, cuda or cuda:N")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device!r}: no CUDA device is available here; use --device cpu")
-    bad = [s for s in args.set if "=" not in s]
-    if bad:
-        raise ConfigError(f"--set takes KEY=VALUE (e.g. data.cache_dir=/tmp/x), got {bad}")
+    check_device(args.device)
 
 
 def _check_names(chosen: list[str] | None, flag: str, known: list[str]) -> None:

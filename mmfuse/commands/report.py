@@ -20,7 +20,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from mmfuse.commands._common import add_config_overrides, build_cli, existing_path
 from mmfuse.errors import ConfigError
+from mmfuse.io import read_json
 from mmfuse.progress import stage, track
 
 __all__ = ["add_arguments", "run", "RUNNABLE"]
@@ -38,32 +40,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--from", dest="sources", nargs="+", default=[], metavar="DIR",
         help="directories with audit.md, baselines.md, counterfactual.md, robustness.md, faithfulness.md")  # fmt: skip
     add("--run", default="", metavar="NAMES", help=f"comma-separated checks to run first: {','.join(RUNNABLE)}")
-    add("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, passed to --run checks too")
+    add_config_overrides(parser)  # passed to the --run checks too
 
 
 def run(args: argparse.Namespace) -> int:
     """Gather the sections, write the report, print where it is."""
-    from mmfuse.commands.explain import _build, _existing
     from mmfuse.probes.report import find_sections, write_model_report
     from mmfuse.training import check_checkpoint_matches
 
-    ckpt = _existing(args.ckpt, "--ckpt")
-    config = _existing(args.config, "--config")
+    ckpt = existing_path(args.ckpt, "--ckpt")
+    config = existing_path(args.config, "--config")
     to_run = _runs(args.run)
     missing = [d for d in args.sources if not Path(d).is_dir()]
     if missing:
         raise ConfigError(f"--from {missing[0]!r}: no such directory")
-    bad = [s for s in args.set if "=" not in s]
-    if bad:
-        raise ConfigError(f"--set takes KEY=VALUE (e.g. data.cache_dir=/tmp/x), got {bad}")
     out = Path(args.out)
     if out.is_file():
         raise ConfigError(f"--out {args.out!r} is a file; give a directory")
     with stage("config"):
-        cli = _build(config, args.set)
+        cli = build_cli(config, args.overrides)
         check_checkpoint_matches(ckpt, dict(cli.model.hparams))
     checks = track(to_run, "checks", unit="checks", detail=str)
-    ran = [_run_check(name, ckpt, config, out / "checks" / name, args.set) for name in checks]
+    ran = [_run_check(name, ckpt, config, out / "checks" / name, args.overrides) for name in checks]
     sections = find_sections([*ran, *args.sources])
     provenance, provenance_path = _provenance(ckpt)
     with stage("checkpoint"):
@@ -98,7 +96,7 @@ def _run_check(name: str, ckpt: Path, config: Path, out: Path, overrides: list[s
     except ImportError as err:
         raise ConfigError(f"--run {name}: the `mmfuse {command}` command is not available here ({err})") from err
     argv = [name] if command == "probe" else []
-    argv += ["--config", str(config), "--ckpt", str(ckpt), "--out", str(out), *(f"--set={s}" for s in overrides)]
+    argv += ["--config", str(config), "--ckpt", str(ckpt), "--out", str(out), *overrides]
     print(f"running mmfuse {command} {' '.join(argv)}")
     run_command(command, argv)  # a failing verdict (exit 1) is a result to report, not an error
     return out
@@ -137,15 +135,10 @@ def _get(obj: Any, key: str) -> Any:
 
 def _provenance(ckpt: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The run's provenance.json (the run directory holds ``checkpoints/<ckpt>``), or None."""
-    import json
-
     from mmfuse.provenance import PROVENANCE_FILE
 
     run_dir = ckpt.resolve().parent.parent if ckpt.resolve().parent.name == "checkpoints" else ckpt.resolve().parent
     path = run_dir / PROVENANCE_FILE
     if not path.is_file():
         return None, str(run_dir)
-    try:
-        return json.loads(path.read_text()), str(path)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{str(path)!r} is not valid JSON (line {err.lineno}): {err.msg}") from err
+    return read_json(path, "provenance record"), str(path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.errors import ConfigError
-from mmfuse.provenance import write_text_atomic
+from mmfuse.io import read_json, write_atomic
 
 __all__ = [
     "REASONS",
@@ -124,7 +124,7 @@ def write_bad_record_report(directory: str | Path, records: Iterable[BadRecord])
     unique = {(r.split, r.index, r.record_id, r.reason): r for r in records}
     path = Path(directory) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, _report_text(list(unique.values())))
+    write_atomic(path, _report_text(list(unique.values())))
     return path
 
 
@@ -133,7 +133,7 @@ def read_bad_record_report(directory: str | Path) -> list[BadRecord]:
     directory = Path(directory)
     records: list[dict[str, Any]] = []
     if (directory / REPORT_FILE).is_file():
-        records += json.loads((directory / REPORT_FILE).read_text())["records"]
+        records += read_json(directory / REPORT_FILE, "bad-record report")["records"]
     if (directory / LOAD_REPORT_FILE).is_file():
         lines = (directory / LOAD_REPORT_FILE).read_text().splitlines()
         records += [json.loads(line) for line in lines if line.strip()]

@@ -15,7 +15,6 @@ the test images). The answer vocabulary is built from the training annotations o
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -25,22 +24,13 @@ from typing import Any
 from mmfuse.data.formats import DATA_FORMATS, FileSourceConfig, SourceData, _check_split_files, _malformed, _record
 from mmfuse.data.vqa import build_answer_vocabulary, normalize_answer, soft_targets
 from mmfuse.errors import ConfigError
+from mmfuse.io import read_json
 
 __all__ = ["CocoCaptionsReader", "VqaReader"]
 
 _CAPTIONS_FILE = re.compile(r"captions_([a-z]+)(\d{4})\.json$")
 _VQA_SUBTYPE = re.compile(r"(test-dev|train|val|test)(\d{4})")
 _SPLIT_NAMES = {"train": "train", "val": "val", "test": "test", "test-dev": "test-dev"}
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object at the top level")
-    return data
 
 
 @DATA_FORMATS.register("coco")
@@ -74,7 +64,7 @@ class CocoCaptionsReader:
 
     def _records(self) -> Iterator[dict[str, Any]]:
         for split, name in self.split_files.items():
-            data = _load_json(self.root / name)
+            data = read_json(self.root / name)
             files = {image.get("id"): image.get("file_name") for image in data.get("images", [])}
             folder = self._folder(name)
             for index, ann in enumerate(data.get("annotations", [])):
@@ -122,7 +112,7 @@ class VqaReader:
         from datasets import Sequence, Value
 
         train = next(path for subtype, path in self.annotations.items() if subtype.startswith("train"))
-        answers = [[a.get("answer", "") for a in ann.get("answers", [])] for ann in _load_json(train)["annotations"]]
+        answers = [[a.get("answer", "") for a in ann.get("answers", [])] for ann in read_json(train)["annotations"]]
         vocab = build_answer_vocabulary(answers, self.cfg.answer_vocab_size)
         extras = {
             "question_id": Value("int64"),
@@ -140,12 +130,12 @@ class VqaReader:
             split, name = _SPLIT_NAMES[match.group(1)], str(path.relative_to(self.root))
             annotations = self._annotations(subtype)
             image_folder = os.path.join(self.cfg.image_dir or "", subtype.replace("test-dev", "test"))
-            for index, question in enumerate(_load_json(path).get("questions", [])):
+            for index, question in enumerate(read_json(path).get("questions", [])):
                 yield self._record(split, index, name, question, annotations, image_folder, vocab)
 
     def _annotations(self, subtype: str) -> dict[Any, dict[str, Any]] | None:
         path = self.annotations.get(subtype)
-        return None if path is None else {a.get("question_id"): a for a in _load_json(path).get("annotations", [])}
+        return None if path is None else {a.get("question_id"): a for a in read_json(path).get("annotations", [])}
 
     @staticmethod
     def _record(

@@ -54,7 +54,9 @@ class ImageTextCollator:
             images = torch.stack([row["image"] for row in rows])  # (B, 3, H, W)
         else:
             images = torch.from_numpy(np.stack([np.asarray(row["image"].convert("RGB")) for row in rows]))
-            images = images.permute(0, 3, 1, 2).float().div_(255.0)  # (B, H, W, 3) uint8 -> (B, 3, H, W) float
+            # (B, H, W, 3) uint8 -> (B, 3, H, W) float, copied into the NCHW layout (a plain .float() would keep the
+            # permuted NHWC strides, and convolutions follow their input's layout)
+            images = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
         tokens = self.tokenizer(
             [row["text"] for row in rows],
             padding=True,

@@ -15,6 +15,7 @@ from datasets import DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from mmfuse._compat import dataset_fingerprint
 from mmfuse.data.collate import ImageTextCollator
 from mmfuse.data.loader import ResumableDataLoader
 from mmfuse.data.shapes import ShapesWorldConfig, answer_vocabulary, prepare_shapes_world, text_vocabulary
@@ -141,7 +142,7 @@ class ShapesDataModule(ResumableDataModule):
         """A sha256 of what the splits hold (names, sizes and the datasets' content fingerprints), for provenance."""
         self.setup()
         assert self.splits is not None
-        manifest = {name: [split.num_rows, split._fingerprint] for name, split in sorted(self.splits.items())}
+        manifest = {name: [split.num_rows, dataset_fingerprint(split)] for name, split in sorted(self.splits.items())}
         return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
     def train_dataloader(self) -> ResumableDataLoader:

@@ -188,7 +188,9 @@ def to_tensor(image: Image.Image) -> Tensor:
         (3, H, W) float32 in [0, 1].
     """
     pixels = np.array(image if image.mode == "RGB" else image.convert("RGB"))  # (H, W, 3) uint8, a writable copy
-    return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (H, W, 3) -> (3, H, W)
+    chw = torch.from_numpy(pixels).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W), still HWC in memory
+    # copied into the CHW layout: a plain .float() would keep the permuted strides, which convolutions follow
+    return chw.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def image_size_from(preprocess_cfg: Mapping[str, Any]) -> int:

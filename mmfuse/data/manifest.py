@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from mmfuse.data.formats import DATA_FORMATS, UNSPLIT, FileSourceConfig, FormatR
 from mmfuse.data.images import BadImageError, check_image
 from mmfuse.data.shapes import default_cache_dir
 from mmfuse.errors import ConfigError
+from mmfuse.io import atomic_dir, read_json
 
 __all__ = ["MANIFEST_VERSION", "Manifest", "build_reader", "manifest_key", "prepare_manifest", "load_manifest"]
 
@@ -83,23 +82,11 @@ def prepare_manifest(cfg: FileSourceConfig, cache_dir: str | Path | None = None)
     target = (Path(cache_dir) if cache_dir else default_cache_dir()) / "manifests" / f"{cfg.format}-{key}"
     if (target / MANIFEST_FILE).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic_dir(target) as tmp:  # another process may finish first; its copy is identical
         log.info("preparing the %s manifest of %s into %s", cfg.format, reader.root, target)
         summary = _write_manifest(cfg, reader, tmp)
         summary.update(key=key, source_files=[_stat(path) for path in reader.source_files()])
         (tmp / MANIFEST_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        tmp.rename(target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / MANIFEST_FILE).is_file():
-            raise
-        # another process finished first; its copy is identical
     if summary["bad_records"]:
         log.warning("%d bad records in %s, listed in %s", summary["bad_records"], reader.root, target / REPORT_FILE)
     return target
@@ -277,7 +264,7 @@ class Manifest:
 def load_manifest(path: str | Path) -> Manifest:
     """Read a directory written by :func:`prepare_manifest`."""
     path = Path(path)
-    summary = json.loads((path / MANIFEST_FILE).read_text())
+    summary = read_json(path / MANIFEST_FILE, "manifest")
     return Manifest(
         path, summary["key"], summary["splits"], tuple(summary["class_names"]), summary["bad_records"], summary["info"]
     )

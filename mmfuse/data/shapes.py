@@ -26,8 +26,6 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import atomic_dir
 
 __all__ = [
     "ShapesWorldConfig",
@@ -377,17 +376,12 @@ def prepare_shapes_world(cfg: ShapesWorldConfig, cache_dir: str | Path | None = 
     target = root / "shapes_world" / f"{cfg.task}-{cache_key(cfg)}"
     if (target / "dataset_dict.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     sizes = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
     if cfg.shift:
         sizes["shift"] = cfg.num_test
     log.info("generating the shapes world %s into %s", sizes, target)
     splits = {name: Dataset.from_dict(generate_split(cfg, name, n), features=_features()) for name, n in sizes.items()}
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    DatasetDict(splits).save_to_disk(str(tmp))
-    (tmp / "world_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    try:
-        tmp.rename(target)
-    except OSError:  # another process finished first; its copy is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(target) as tmp:
+        DatasetDict(splits).save_to_disk(str(tmp))
+        (tmp / "world_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return target

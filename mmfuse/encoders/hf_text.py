@@ -31,6 +31,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING, MODEL_MAPPING
 
+from mmfuse._compat import set_attn_implementation, supports_sdpa
 from mmfuse.encoders.base import TEXT_ENCODERS
 from mmfuse.errors import ConfigError
 from mmfuse.layers import masked_mean
@@ -251,7 +252,7 @@ def _init_kwargs(model_cls: Any) -> dict[str, Any]:
 
 
 def _attn_implementation(cfg: HFTextEncoderConfig, model_cls: Any) -> str:
-    if cfg.attn_implementation == "sdpa" and not getattr(model_cls, "_supports_sdpa", True):
+    if cfg.attn_implementation == "sdpa" and not supports_sdpa(model_cls):
         logger.info("%s has no SDPA attention; it runs the eager implementation", model_cls.__name__)
         return "eager"
     return cfg.attn_implementation
@@ -317,7 +318,7 @@ class HFTextEncoder(nn.Module):
         else:
             config = _build_config(cfg, vocab_size, pad_token_id)
             model_cls = text_model_class(config)
-            config._attn_implementation = _attn_implementation(cfg, model_cls)
+            set_attn_implementation(config, _attn_implementation(cfg, model_cls))
             self.model = model_cls(config, **_init_kwargs(model_cls))
         _freeze_pooler_only_parameters(self.model)
         self.out_dim = out_dim

@@ -1,15 +1,14 @@
-"""Image-text contrastive (ITC) head and loss: projections of both pooled encoder outputs into one normalised
-embedding space, a learned temperature, and the symmetric InfoNCE loss.
+"""Image-text contrastive (ITC) head: projections of both pooled encoder outputs into one normalised embedding
+space, and a learned temperature. Its loss is the retrieval objective's (:func:`mmfuse.tasks.contrastive_loss`).
 
-References: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (CLIP, 2021) for
-the projections and the learned logit scale; Li et al., "BLIP" (2022) retrieval fine-tuning for the soft targets that
-treat every caption of the same image in a batch as a positive instead of a negative.
+Reference: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (CLIP, 2021) for
+the projections and the learned logit scale.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ from torch import Tensor, nn
 
 from mmfuse.errors import ConfigError
 
-__all__ = ["ContrastiveHead", "ContrastiveHeadConfig", "contrastive_loss", "same_image_mask"]
+__all__ = ["ContrastiveHead", "ContrastiveHeadConfig"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class ContrastiveHeadConfig:
     temperature: float = 0.07
     learn_temperature: bool = True
     max_logit_scale: float = 100.0
-    itm_weight: float = 1.0
+    itm_weight: float = field(default=1.0, metadata={"training_only": True})  # shapes no weight
 
     def __post_init__(self) -> None:
         if not self.itm_weight >= 0.0:
@@ -88,29 +87,3 @@ class ContrastiveHead(nn.Module):
             (Bt, Bi) logits ``scale * cos(text, image)``; row t scores text t against every image.
         """
         return self.scale() * self.embed_text(text_pooled) @ self.embed_image(image_pooled).T
-
-
-def same_image_mask(image_ids: Tensor) -> Tensor:
-    """Args: image_ids (B,) long. Returns: (B, B) bool, True where rows i and j show the same image."""
-    return image_ids[:, None] == image_ids[None, :]
-
-
-def contrastive_loss(logits: Tensor, image_ids: Tensor) -> Tensor:
-    """Symmetric InfoNCE over a batch of B image-text pairs (pair i = image i with text i).
-
-    Every column whose image id equals row i's is a positive of row i (target mass split evenly between them), so
-    two captions of one image in a batch are never pushed apart as negatives. With distinct image ids this is
-    CLIP's loss: cross-entropy towards the diagonal in both directions.
-
-    Args:
-        logits: (B, B) text-to-image logits (row t = text t, column i = image i).
-        image_ids: (B,) long image id of each pair.
-
-    Returns:
-        scalar loss, the mean of the text-to-image and image-to-text cross-entropies.
-    """
-    positives = same_image_mask(image_ids).to(logits.dtype)  # (B, B), symmetric, diagonal set
-    targets = positives / positives.sum(dim=1, keepdim=True)
-    text_to_image = -(F.log_softmax(logits, dim=1) * targets).sum(dim=1).mean()
-    image_to_text = -(F.log_softmax(logits.T, dim=1) * targets).sum(dim=1).mean()
-    return (text_to_image + image_to_text) / 2

@@ -1,119 +1,13 @@
-"""Image-text matching (ITM) with hard negatives mined from the contrastive similarities.
+"""The image-text matching (ITM) head's classes.
 
-The ITM head is the model's classification head with two classes (0 = no match, 1 = match) on the fused vector of
-the cross-attention fusion. Each batch of B matching pairs is extended with, for every image, one non-matching text
-and, for every text, one non-matching image, each drawn with probability ``softmax(similarity)`` over the batch's
-other images / texts (hard negatives: similar-looking but wrong), as in Li et al., "Align before Fuse" (ALBEF,
-2021) and "BLIP" (2022). Rows of the same image are never drawn as negatives of each other.
+The ITM head is the model's classification head (:class:`~mmfuse.heads.ClassificationHead`) with two classes on the
+fused vector of the cross-attention fusion; its training pairs and hard negatives are the retrieval objective's
+(:mod:`mmfuse.tasks.itm`). Reference: Li et al., "Align before Fuse" (ALBEF, 2021).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-from torch import Tensor
-
-from mmfuse.heads.contrastive import same_image_mask
-from mmfuse.types import EncoderOutput
-
-__all__ = [
-    "MATCH",
-    "MATCHING_CLASSES",
-    "NO_MATCH",
-    "MatchingPairs",
-    "sample_hard_negatives",
-    "matching_pairs",
-    "select_rows",
-]
+__all__ = ["MATCH", "MATCHING_CLASSES", "NO_MATCH"]
 
 NO_MATCH, MATCH = 0, 1  # ITM class indices
 MATCHING_CLASSES = ("no_match", "match")  # index-aligned names
-
-
-@dataclass
-class MatchingPairs:
-    """Rows of image and text features to fuse, with their ITM labels.
-
-    Attributes:
-        image: image features of the P pairs (tokens (P, N, D)).
-        text: text features of the P pairs (tokens (P, L, D), mask (P, L)).
-        labels: (P,) long, ``MATCH`` for the B given pairs first, then ``NO_MATCH`` for the negatives.
-    """
-
-    image: EncoderOutput
-    text: EncoderOutput
-    labels: Tensor
-
-
-def sample_hard_negatives(
-    logits: Tensor, image_ids: Tensor, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """For each text a non-matching image of the batch, and for each image a non-matching text, drawn in proportion
-    to their softmax similarity.
-
-    Args:
-        logits: (B, B) text-to-image similarity logits (row t = text t, column i = image i); not differentiated.
-        image_ids: (B,) long image id of each pair.
-        generator: random generator of the draws (None = the global one).
-
-    Returns:
-        (negative image index for each text (B,), negative text index for each image (B,)), long; -1 where every
-        other row of the batch shows the same image (no negative exists).
-    """
-    positives = same_image_mask(image_ids)  # (B, B)
-    logits = logits.detach().float()
-    # + 1e-5 (as ALBEF) keeps every negative drawable when the softmax underflows.
-    image_weights = (logits.softmax(dim=1) + 1e-5).masked_fill(positives, 0.0)  # (B texts, B images)
-    text_weights = (logits.T.softmax(dim=1) + 1e-5).masked_fill(positives, 0.0)  # (B images, B texts)
-    return _draw(image_weights, generator), _draw(text_weights, generator)
-
-
-def _draw(weights: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One column per row, drawn with probability proportional to ``weights`` (B, B); -1 for an all-zero row."""
-    has_negative = weights.sum(dim=1) > 0
-    safe = torch.where(has_negative[:, None], weights, torch.ones_like(weights))  # multinomial needs mass in a row
-    drawn = torch.multinomial(safe, 1, generator=generator).squeeze(1)  # (B,)
-    return torch.where(has_negative, drawn, torch.full_like(drawn, -1))
-
-
-def select_rows(features: EncoderOutput, rows: Tensor) -> EncoderOutput:
-    """The encoder output of the given rows.
-
-    Args:
-        features: tokens (B, N, D), mask (B, N) or None, pooled (B, D).
-        rows: (P,) long row indices into B.
-
-    Returns:
-        EncoderOutput with tokens (P, N, D), mask (P, N) or None, pooled (P, D).
-    """
-    return EncoderOutput(
-        tokens=features.tokens[rows],
-        mask=None if features.mask is None else features.mask[rows],
-        pooled=features.pooled[rows],
-        num_prefix_tokens=features.num_prefix_tokens,
-        grid_size=features.grid_size,
-    )
-
-
-def matching_pairs(
-    image: EncoderOutput, text: EncoderOutput, negative_images: Tensor, negative_texts: Tensor
-) -> MatchingPairs:
-    """The B matching pairs followed by (image i, its negative text) and (negative image of text t, text t) pairs.
-
-    Args:
-        image: features of the batch's B images (tokens (B, N, D)).
-        text: features of the batch's B texts (tokens (B, L, D), mask (B, L)).
-        negative_images: (B,) long negative image row for each text, -1 = none (left out).
-        negative_texts: (B,) long negative text row for each image, -1 = none (left out).
-
-    Returns:
-        P = B + (valid negative texts) + (valid negative images) pairs and their labels.
-    """
-    rows = torch.arange(negative_images.shape[0], device=negative_images.device)
-    has_text, has_image = negative_texts >= 0, negative_images >= 0
-    image_rows = torch.cat([rows, rows[has_text], negative_images[has_image]])  # (P,)
-    text_rows = torch.cat([rows, negative_texts[has_text], rows[has_image]])  # (P,)
-    labels = torch.full_like(image_rows, NO_MATCH)
-    labels[: rows.shape[0]] = MATCH
-    return MatchingPairs(select_rows(image, image_rows), select_rows(text, text_rows), labels)

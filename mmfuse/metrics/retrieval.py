@@ -25,7 +25,6 @@ from torchmetrics import Metric
 from torchmetrics.retrieval import RetrievalHitRate
 from torchmetrics.utilities import dim_zero_cat
 
-from mmfuse.heads.matching import select_rows
 from mmfuse.types import EncoderOutput
 
 __all__ = ["PairScorer", "RetrievalRecall", "first_of_each", "recall_at_k", "rerank_top_k", "top_k_candidates"]
@@ -296,7 +295,7 @@ class RetrievalRecall(Metric):
         scores = torch.zeros(num_pairs, device=image_rows.device)
         for start in range(rank * share, min(num_pairs, (rank + 1) * share), _PAIR_CHUNK):
             stop = min(start + _PAIR_CHUNK, (rank + 1) * share, num_pairs)
-            chunk = scorer(select_rows(image, image_rows[start:stop]), select_rows(text, text_rows[start:stop]))
+            chunk = scorer(image.select_rows(image_rows[start:stop]), text.select_rows(text_rows[start:stop]))
             scores[start:stop] = chunk.float().to(scores.device)
         if world > 1:
             dist.all_reduce(scores)

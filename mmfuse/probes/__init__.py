@@ -3,17 +3,17 @@ robustness to corrupted inputs and shifted data (:mod:`.robustness`), and one mo
 the dataset audit, the baseline ladder and the faithfulness of explanations (:mod:`.report`).
 
 Every probe runs on raw examples (:class:`ProbeData`: images, raw texts, labels and the data's own collate
-function), so text edits happen before tokenisation, and every figure comes with a bootstrap interval.
+function), so text edits happen before tokenisation, and every figure comes with a bootstrap interval
+(:mod:`mmfuse.stats`).
 """
 
-from mmfuse.probes._stats import Estimate, bootstrap_mean, bootstrap_relative_drop
 from mmfuse.probes.corruptions import IMAGE_CORRUPTIONS, corrupt_image
 from mmfuse.probes.counterfactual import assert_invariant, counterfactual_report, text_counterfactuals
 from mmfuse.probes.data import ProbeData, predict_probs
 from mmfuse.probes.image_edits import IMAGE_EDITS, ImageCounterfactual, resolve_image_edit, swap_shapes_frame
 from mmfuse.probes.invariance import AttributeResult, CounterfactualReport, InvarianceResult
 from mmfuse.probes.lexicons import AttributeLexicon, load_lexicons, parse_lexicon
-from mmfuse.probes.robustness import Condition, RobustnessReport, robustness_report
+from mmfuse.probes.robustness import Condition, RobustnessReport, bootstrap_relative_drop, robustness_report
 from mmfuse.probes.text_perturb import TEXT_PERTURBATIONS, perturb_text
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "AttributeResult",
     "Condition",
     "CounterfactualReport",
-    "Estimate",
     "IMAGE_CORRUPTIONS",
     "IMAGE_EDITS",
     "ImageCounterfactual",
@@ -30,7 +29,6 @@ __all__ = [
     "RobustnessReport",
     "TEXT_PERTURBATIONS",
     "assert_invariant",
-    "bootstrap_mean",
     "bootstrap_relative_drop",
     "corrupt_image",
     "counterfactual_report",

@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.errors import ConfigError
-from mmfuse.probes._stats import bootstrap_mean
 from mmfuse.probes.data import ProbeData, predict_probs
 from mmfuse.probes.image_edits import ImageCounterfactual, check_edited_image, edit_name
 from mmfuse.probes.invariance import AttributeResult, CounterfactualReport, InvarianceResult
 from mmfuse.probes.lexicons import AttributeLexicon, load_lexicons
 from mmfuse.progress import stage, track
+from mmfuse.stats import Check, bootstrap_interval
 
 __all__ = ["assert_invariant", "counterfactual_report", "text_counterfactuals"]
 
@@ -259,9 +259,11 @@ def _estimate(
     label: str, flips: np.ndarray, abs_delta: np.ndarray, clusters: np.ndarray, settings: dict[str, Any]
 ) -> InvarianceResult:
     boot = {k: settings[k] for k in ("n_boot", "level", "seed")}
-    flip_rate = bootstrap_mean(flips, clusters, **boot)
-    mean_abs_dp = bootstrap_mean(abs_delta, clusters, **boot)
-    passed = flip_rate.value <= settings["tolerance"] and (
-        settings["dp_tolerance"] is None or mean_abs_dp.value <= settings["dp_tolerance"]
-    )
-    return InvarianceResult(label, len(np.unique(clusters)), len(flips), flip_rate, mean_abs_dp, bool(passed))
+    flip_rate = bootstrap_interval(flips, clusters=clusters, **boot)
+    mean_abs_dp = bootstrap_interval(abs_delta, clusters=clusters, **boot)
+    checks = [
+        Check("flip rate", flip_rate, settings["tolerance"]),
+        Check("mean |Δp|", mean_abs_dp, settings["dp_tolerance"]),
+    ]
+    passed = all(check.passed is not False for check in checks)  # a tolerance of None is not checked
+    return InvarianceResult(label, len(np.unique(clusters)), len(flips), flip_rate, mean_abs_dp, passed)

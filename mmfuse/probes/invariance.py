@@ -3,12 +3,13 @@ intervals and a verdict; written as JSON (``counterfactual.json``) and Markdown 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmfuse.probes._stats import Estimate, rule_of_three
+from mmfuse.io import write_atomic, write_json
+from mmfuse.stats import Interval, rule_of_three
+from mmfuse.tables import format_table
 
 __all__ = ["AttributeResult", "CounterfactualReport", "InvarianceResult"]
 
@@ -29,8 +30,8 @@ class InvarianceResult:
     label: str
     n_examples: int
     n_counterfactuals: int
-    flip_rate: Estimate
-    mean_abs_delta_p: Estimate
+    flip_rate: Interval
+    mean_abs_delta_p: Interval
     passed: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -38,8 +39,8 @@ class InvarianceResult:
             "label": self.label,
             "n_examples": self.n_examples,
             "n_counterfactuals": self.n_counterfactuals,
-            "flip_rate": self.flip_rate.to_dict(),
-            "mean_abs_delta_p": self.mean_abs_delta_p.to_dict(),
+            "flip_rate": self.flip_rate.as_dict("value", "low", "high", brief=True),
+            "mean_abs_delta_p": self.mean_abs_delta_p.as_dict("value", "low", "high", brief=True),
             "passed": self.passed,
         }
 
@@ -131,14 +132,13 @@ class CounterfactualReport:
             f"tolerance {dp}); {self.n_examples} examples probed; {self.level:.0%} percentile-bootstrap intervals "
             "that resample whole examples.",
             "",
-            "| attribute | kind | examples | counterfactuals | flip rate | mean abs Δp | verdict |",
-            "|---|---|---:|---:|---|---|---|",
+            format_table(
+                ["attribute", "kind", *_COLUMNS],
+                [[a.attribute, a.kind, *(_row(a.overall) if a.overall else _ABSENT)] for a in self.attributes],
+                "md",
+                "llrr",
+            ),
         ]
-        for a in self.attributes:
-            if a.overall is None:
-                lines.append(f"| {a.attribute} | {a.kind} | 0 | 0 | not in the data | — | — |")
-            else:
-                lines.append(f"| {a.attribute} | {a.kind} | {_row(a.overall)}")
         for a in self.attributes:
             if a.overall is not None:
                 lines += ["", *_attribute_section(a)]
@@ -149,49 +149,37 @@ class CounterfactualReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         json_path, md_path = out / "counterfactual.json", out / "counterfactual.md"
-        json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        md_path.write_text(self.to_markdown())
+        write_json(json_path, self.to_dict())
+        write_atomic(md_path, self.to_markdown())
         return json_path, md_path
 
 
-def _row(result: InvarianceResult) -> str:
+_COLUMNS = ["examples", "counterfactuals", "flip rate", "mean abs Δp", "verdict"]
+_ABSENT = [0, 0, "not in the data", "—", "—"]  # the cells of an attribute the data does not have
+
+
+def _row(result: InvarianceResult) -> list[Any]:
+    """The :data:`_COLUMNS` cells of one result."""
     flips = result.flip_rate.format()
-    if result.flip_rate.value == 0.0:
+    if result.flip_rate.estimate == 0.0:
         flips += f" (none of {result.n_counterfactuals}; 95 % bound {rule_of_three(result.n_counterfactuals):.3f})"
     verdict = "pass" if result.passed else "**fail**"
-    return (
-        f"{result.n_examples} | {result.n_counterfactuals} | {flips} | {result.mean_abs_delta_p.format()} | {verdict} |"
-    )
+    return [result.n_examples, result.n_counterfactuals, flips, result.mean_abs_delta_p.format(), verdict]
 
 
 def _attribute_section(a: AttributeResult) -> list[str]:
     lines = [f"## {a.attribute} ({a.kind})", ""]
     if a.description:
         lines += [a.description, ""]
-    lines += [
-        "| pair | examples | counterfactuals | flip rate | mean abs Δp | verdict |",
-        "|---|---:|---:|---|---|---|",
-    ]
-    lines += [f"| {p.label} | {_row(p)}" for p in a.pairs]
+    lines.append(format_table(["pair", *_COLUMNS], [[p.label, *_row(p)] for p in a.pairs], "md", "lrr"))
     if a.examples:
-        lines += [
-            "",
-            "Largest changes:",
-            "",
-            "| # | pair | original | counterfactual | prediction | p before → after |",
-            "|---:|---|---|---|---|---|",
-        ]
+        rows = []
         for e in a.examples:
             change = e["prediction"] if e["prediction"] == e["counterfactual_prediction"] else (
                 f"{e['prediction']} → {e['counterfactual_prediction']}"
             )  # fmt: skip
-            lines.append(
-                f"| {e['index']} | {e['pair']} | {_cell(e['original'])} | {_cell(e['counterfactual'])} | {change} | "
-                f"{e['p_before']:.3f} → {e['p_after']:.3f} |"
-            )
+            probabilities = f"{e['p_before']:.3f} → {e['p_after']:.3f}"
+            rows.append([e["index"], e["pair"], e["original"], e["counterfactual"], change, probabilities])
+        headers = ["#", "pair", "original", "counterfactual", "prediction", "p before → after"]
+        lines += ["", "Largest changes:", "", format_table(headers, rows, "md", "r")]
     return lines
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")

@@ -19,7 +19,6 @@ Reference: Garg et al., "Counterfactual Fairness in Text Classification through 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import kind_of, read_json
 
 __all__ = ["AttributeLexicon", "BUILTIN_LEXICON_DIR", "builtin_lexicon_files", "load_lexicons", "parse_lexicon"]
 
@@ -140,19 +140,10 @@ def parse_lexicon(path: str | Path) -> dict[str, AttributeLexicon]:
         ConfigError: naming the file and the line (bad JSON) or the key path (bad content).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"lexicon file {str(path)!r}: no such file")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(
-            f"lexicon file {str(path)!r} is not valid JSON: line {err.lineno} column {err.colno}: {err.msg}"
-        ) from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"lexicon file {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-    where = f"lexicon file {str(path)!r}"
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{where}: expected a JSON object mapping attribute names to their lists, got {_kind(raw)}")
+    where, expected = f"lexicon file {str(path)!r}", "a JSON object mapping attribute names to their lists"
+    raw = read_json(path, "lexicon file", expected)
+    if not raw:
+        raise ConfigError(f"{where}: expected {expected}, got an empty object")
     out = {}
     for name, spec in raw.items():
         values, description = _parse_attribute(where, name, spec)
@@ -167,27 +158,31 @@ def _parse_attribute(where: str, name: str, spec: Any) -> tuple[dict[str, list[s
     if not name.strip():
         raise ConfigError(f"{where}: an attribute name is empty")
     if not isinstance(spec, dict):
-        raise ConfigError(f"{key}: expected an object with 'values' (and optionally 'description'), got {_kind(spec)}")
+        raise ConfigError(
+            f"{key}: expected an object with 'values' (and optionally 'description'), got {kind_of(spec)}"
+        )
     unknown = sorted(set(spec) - _ALLOWED_KEYS)
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {unknown}; allowed: {sorted(_ALLOWED_KEYS)}")
     description = spec.get("description", "")
     if not isinstance(description, str):
-        raise ConfigError(f"{key} -> 'description': expected a string, got {_kind(description)}")
+        raise ConfigError(f"{key} -> 'description': expected a string, got {kind_of(description)}")
     values = spec.get("values")
     if not isinstance(values, dict) or len(values) < 2:
         raise ConfigError(f"{key} -> 'values': expected an object of at least two values (value -> list of terms)")
     parsed: dict[str, list[str]] = {}
     for value, terms in values.items():
         if not isinstance(terms, list) or not terms:
-            raise ConfigError(f"{key} -> 'values' -> {value!r}: expected a non-empty list of terms, got {_kind(terms)}")
+            raise ConfigError(
+                f"{key} -> 'values' -> {value!r}: expected a non-empty list of terms, got {kind_of(terms)}"
+            )
         parsed[value] = [_parse_term(f"{key} -> 'values' -> {value!r}[{i}]", t) for i, t in enumerate(terms)]
     return parsed, description
 
 
 def _parse_term(key: str, term: Any) -> str:
     if not isinstance(term, str):
-        raise ConfigError(f"{key}: expected a string, got {_kind(term)}")
+        raise ConfigError(f"{key}: expected a string, got {kind_of(term)}")
     normalised = _normalise(term)
     if not _TERM.match(normalised):
         raise ConfigError(
@@ -215,7 +210,3 @@ def _check_disjoint(name: str, values: Mapping[str, Sequence[str]], sources: Seq
                     f"lexicon {', '.join(map(repr, sources))}: attribute {name!r}: term {term!r} is listed under both "
                     f"{owner[term]!r} and {value!r}; a term may belong to one value only"
                 )
-
-
-def _kind(obj: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(obj), type(obj).__name__)

@@ -26,13 +26,13 @@ def save_robustness_curves(report: RobustnessReport, path: str | Path) -> Path:
         axes = figure.add_subplot(1, len(panels), k + 1)
         for name, conditions in report.curves(kind).items():
             xs = [0, *(c.severity for c in conditions)]
-            ys = [report.clean.value, *(c.accuracy.value for c in conditions)]
+            ys = [report.clean.estimate, *(c.accuracy.estimate for c in conditions)]
             lows = [report.clean.low, *(c.accuracy.low for c in conditions)]
             highs = [report.clean.high, *(c.accuracy.high for c in conditions)]
             (line,) = axes.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=name)
             axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.12, linewidth=0)
         if shift:
-            axes.axhline(shift[0].accuracy.value, color="black", linestyle="--", linewidth=1, label="shifted split")
+            axes.axhline(shift[0].accuracy.estimate, color="black", linestyle="--", linewidth=1, label="shifted split")
         axes.set_title(title)
         axes.set_xlabel("severity (0 = clean)")
         axes.set_ylabel("accuracy")

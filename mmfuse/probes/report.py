@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmfuse.io import write_atomic
+from mmfuse.tables import format_table
+
 __all__ = ["SECTIONS", "Section", "SectionSpec", "find_sections", "write_model_report"]
 
 log = logging.getLogger(__name__)
@@ -146,30 +149,24 @@ def write_model_report(
         parts += ["", *_section(section, out, images)]
     markdown = "\n".join(parts) + "\n"
     md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(markdown)
-    html_path.write_text(_html(title, markdown, images))
+    write_atomic(md_path, markdown)
+    write_atomic(html_path, _html(title, markdown, images))
     return md_path, html_path
 
 
 def _summary(sections: Sequence[Section]) -> list[str]:
-    lines = ["| check | status | source |", "|---|---|---|"]
-    for s in sections:
-        if s.source is None:
-            lines.append(f"| {s.spec.title} | not run | `{s.spec.command}` |")
-        else:
-            lines.append(f"| {s.spec.title} | included | `{s.source}` |")
-    return lines
+    rows = [
+        [s.spec.title, "not run", f"`{s.spec.command}`"]
+        if s.source is None
+        else [s.spec.title, "included", f"`{s.source}`"]
+        for s in sections
+    ]
+    return [format_table(["check", "status", "source"], rows, "md")]
 
 
 def _table(facts: Mapping[str, Any]) -> list[str]:
-    lines = ["| | |", "|---|---|"]
-    lines += [f"| {key} | {_cell(value)} |" for key, value in facts.items() if value is not None]
-    return lines
-
-
-def _cell(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, dict | list) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    rows = [[key, json.dumps(value) if isinstance(value, dict | list) else value] for key, value in facts.items()]
+    return [format_table(["", ""], [row for row in rows if row[1] is not None], "md")]
 
 
 def _provenance(provenance: Mapping[str, Any] | None, path: str | None) -> list[str]:
@@ -237,10 +234,8 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 
 def _html(title: str, markdown_text: str, images: Mapping[str, Path]) -> str:
     """The report as one HTML page, images embedded as data URIs."""
-    try:
-        import markdown
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("the HTML report needs the markdown package: pip install markdown") from err
+    import markdown  # only the HTML page needs it
+
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
     for link, path in images.items():
         uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()

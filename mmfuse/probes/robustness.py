@@ -13,7 +13,7 @@ Reference: Hendrycks & Dietterich, ICLR 2019 (ImageNet-C: corruptions x 5 severi
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,16 +21,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
 from mmfuse.errors import ConfigError
-from mmfuse.probes._stats import Estimate, bootstrap_mean, bootstrap_relative_drop
+from mmfuse.io import write_atomic, write_json
 from mmfuse.probes.corruptions import IMAGE_CORRUPTIONS, corrupt_image
 from mmfuse.probes.data import ImageEditFn, ProbeData, TextEditFn, predict_probs
 from mmfuse.probes.text_perturb import TEXT_PERTURBATIONS, perturb_text
 from mmfuse.progress import stage, track
+from mmfuse.stats import Interval, bootstrap_interval
 
-__all__ = ["Condition", "RobustnessReport", "robustness_report", "example_seed"]
+__all__ = ["Condition", "RobustnessReport", "robustness_report", "bootstrap_relative_drop", "example_seed"]
 
 Joint = Literal["mixed", "pairs", "none"]
 SEVERITY_LEVELS = (1, 2, 3, 4, 5)
@@ -52,16 +54,16 @@ class Condition:
     kind: str
     name: str
     severity: int
-    accuracy: Estimate
-    relative_drop: Estimate
+    accuracy: Interval
+    relative_drop: Interval
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "name": self.name,
             "severity": self.severity,
-            "accuracy": self.accuracy.to_dict(),
-            "relative_drop": self.relative_drop.to_dict(),
+            "accuracy": self.accuracy.as_dict("value", "low", "high", brief=True),
+            "relative_drop": self.relative_drop.as_dict("value", "low", "high", brief=True),
         }
 
 
@@ -77,7 +79,7 @@ class RobustnessReport:
         seed: seed of the perturbations and of the bootstrap.
     """
 
-    clean: Estimate
+    clean: Interval
     conditions: tuple[Condition, ...]
     split: str
     level: float
@@ -97,7 +99,7 @@ class RobustnessReport:
             "n_examples": self.clean.n,
             "level": self.level,
             "seed": self.seed,
-            "clean_accuracy": self.clean.to_dict(),
+            "clean_accuracy": self.clean.as_dict("value", "low", "high", brief=True),
             "conditions": [c.to_dict() for c in self.conditions],
         }
 
@@ -108,14 +110,14 @@ class RobustnessReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / "robustness.json", out / "robustness.md"]
-        paths[0].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(paths[0], self.to_dict())
         image = None
         if plot:
             from mmfuse.probes.plots import save_robustness_curves
 
             image = save_robustness_curves(self, out / "robustness.png")
             paths.append(image)
-        paths[1].write_text(robustness_markdown(self, image.name if image else None))
+        write_atomic(paths[1], robustness_markdown(self, image.name if image else None))
         return paths
 
 
@@ -185,7 +187,42 @@ def robustness_report(
             current.advance(len(shifted))
         accuracy, drop = bootstrap_relative_drop(clean, shifted, paired=False, **boot)
         conditions.append(Condition("shift", "shift", 0, accuracy, drop))
-    return RobustnessReport(bootstrap_mean(clean, **boot), tuple(conditions), split, level, seed)
+    return RobustnessReport(bootstrap_interval(clean, **boot), tuple(conditions), split, level, seed)
+
+
+def bootstrap_relative_drop(
+    reference: ArrayLike,
+    perturbed: ArrayLike,
+    *,
+    paired: bool,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[Interval, Interval]:
+    """Accuracy under a perturbation and its relative drop ``1 - acc_perturbed / acc_reference``, with
+    percentile-bootstrap intervals (:func:`mmfuse.stats.bootstrap_interval`).
+
+    Args:
+        reference: (n,) 0/1 correctness on the reference (clean) data.
+        perturbed: (m,) 0/1 correctness on the perturbed data.
+        paired: the two arrays hold the same examples (then m == n and examples are resampled together), else the
+            two samples are resampled independently (e.g. a shifted split against the test split).
+        n_boot: bootstrap resamples.
+        level: confidence level.
+        seed: seed of the resampling.
+
+    Returns:
+        (accuracy on ``perturbed``, relative drop); the drop is undefined (None) when the reference accuracy is 0,
+        and resamples whose reference accuracy is 0 are left out of its interval.
+    """
+    accuracy = bootstrap_interval(perturbed, None, n_boot, level, seed)
+    drop = bootstrap_interval(perturbed, _relative_drop, n_boot, level, seed, other=reference, paired=paired)
+    return accuracy, drop
+
+
+def _relative_drop(perturbed: np.ndarray, reference: np.ndarray) -> float:
+    clean = float(reference.mean())
+    return 1.0 - float(perturbed.mean()) / clean if clean > 0 else math.nan
 
 
 def _label(condition: tuple[str, str, int, Any, Any]) -> str:

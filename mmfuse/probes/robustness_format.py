@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mmfuse.probes._stats import Estimate
+from mmfuse.stats import Interval
+from mmfuse.tables import format_table
 
 if TYPE_CHECKING:
-    from mmfuse.probes.robustness import RobustnessReport
+    from mmfuse.probes.robustness import Condition, RobustnessReport
 
 __all__ = ["robustness_markdown"]
 
@@ -42,21 +43,27 @@ def robustness_markdown(report: RobustnessReport, image: str | None = None) -> s
         if not curves:
             continue
         severities = sorted({c.severity for cs in curves.values() for c in cs})
-        head = "| " + " | ".join(["", *(f"severity {s}" for s in severities), "mean"]) + " |"
-        rule = "|---|" + "---|" * (len(severities) + 1)
-        lines += [f"## {title}", "", "Accuracy:", "", head.replace("|  |", "| name |", 1), rule]
-        for name, cs in curves.items():
-            mean = sum(c.accuracy.value for c in cs) / len(cs)
-            lines.append(f"| {name} | " + " | ".join(c.accuracy.format() for c in cs) + f" | {mean:.3f} |")
-        lines += ["", "Relative drop:", "", head.replace("|  |", "| name |", 1), rule]
-        for name, cs in curves.items():
-            mean = sum(c.relative_drop.value for c in cs) / len(cs)
-            lines.append(f"| {name} | " + " | ".join(_percent(c.relative_drop) for c in cs) + f" | {mean:.1%} |")
+        headers = ["name", *(f"severity {s}" for s in severities), "mean"]
+        accuracy = [
+            [name, *(c.accuracy.format() for c in cs), _mean(cs, "accuracy", ".3f")] for name, cs in curves.items()
+        ]
+        drop = [
+            [name, *(_percent(c.relative_drop) for c in cs), _mean(cs, "relative_drop", ".1%")]
+            for name, cs in curves.items()
+        ]
+        lines += [f"## {title}", "", "Accuracy:", "", format_table(headers, accuracy, "md")]
+        lines += ["", "Relative drop:", "", format_table(headers, drop, "md")]
         lines.append("")
     return "\n".join(lines)
 
 
-def _percent(e: Estimate) -> str:
-    if e.value != e.value:  # NaN: the clean accuracy is 0
+def _percent(e: Interval) -> str:
+    if e.estimate is None or e.low is None or e.high is None:  # undefined: the clean accuracy is 0
         return "n/a"
-    return f"{e.value:.1%} [{e.low:.1%}, {e.high:.1%}]"
+    return f"{e.estimate:.1%} [{e.low:.1%}, {e.high:.1%}]"
+
+
+def _mean(conditions: list[Condition], field: str, spec: str) -> str:
+    """The mean estimate of ``field`` over ``conditions``; ``n/a`` when one of them is undefined."""
+    values = [getattr(c, field).estimate for c in conditions]
+    return "n/a" if None in values else format(sum(values) / len(values), spec)

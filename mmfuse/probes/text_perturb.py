@@ -16,7 +16,6 @@ a higher severity touches a superset of the words, each edited the same way, so 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import read_json
 from mmfuse.registry import Registry
 
 __all__ = ["SYNONYMS_FILE", "TEXT_PERTURBATIONS", "WORD_RATES", "TextPerturbation", "load_synonyms", "perturb_text"]
@@ -160,14 +160,7 @@ def load_synonyms(path: str | Path = SYNONYMS_FILE) -> Mapping[str, tuple[str, .
         ConfigError: naming the file and the line (bad JSON) or the entry at fault.
     """
     where = f"synonym file {str(path)!r}"
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError(f"{where}: no such file") from err
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{where} is not valid JSON: line {err.lineno} column {err.colno}: {err.msg}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a JSON object mapping words to lists of synonyms")
+    raw = read_json(path, "synonym file", "a JSON object mapping words to lists of synonyms")
     table = {}
     for word, options in raw.items():
         if not isinstance(options, list) or not options or not all(isinstance(o, str) and o.strip() for o in options):

@@ -1,4 +1,5 @@
-"""Task objectives (loss and metrics per ``model.task``); the imports below fill :data:`TASKS`."""
+"""Task objectives (loss, metrics and predictions per ``model.task``; the contract is :mod:`mmfuse.tasks.base`) and
+the losses they are made of; the imports below fill :data:`TASKS`."""
 
 from mmfuse.tasks.base import (
     STAGES,
@@ -12,6 +13,8 @@ from mmfuse.tasks.base import (
     epoch_values,
 )
 from mmfuse.tasks.classification import NO_LABEL, ClassificationObjective, VqaObjective
+from mmfuse.tasks.itc import contrastive_loss, same_image_mask
+from mmfuse.tasks.itm import MatchingPairs, matching_pairs, sample_hard_negatives
 from mmfuse.tasks.retrieval import RetrievalObjective, match_scorer
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "STAGES",
     "TASKS",
     "ClassificationObjective",
+    "MatchingPairs",
     "RetrievalObjective",
     "SplitPredictions",
     "Stage",
@@ -27,6 +31,10 @@ __all__ = [
     "VqaObjective",
     "build_objective",
     "check_metric_names",
+    "contrastive_loss",
     "epoch_values",
     "match_scorer",
+    "matching_pairs",
+    "same_image_mask",
+    "sample_hard_negatives",
 ]

@@ -1,13 +1,28 @@
-"""Task objectives: what a batch's loss is and what is measured, for each ``model.task``.
+"""The objective contract: what a ``model.task`` computes, and what the LightningModule does with it.
 
-An objective is an ``nn.Module`` holding one torchmetrics object per stage (``train``, ``val``, ``test``). It works on
-the pure :class:`~mmfuse.models.ImageTextModel` and a :class:`~mmfuse.types.Batch`, never on Lightning: the
-LightningModule calls it, logs what it returns and steps the optimiser. Objectives are looked up by the model
-config's ``task`` in :data:`TASKS`; the metrics come from ``model.metrics`` (:class:`~mmfuse.config.MetricsConfig`).
+An objective (:class:`TaskObjective`, looked up by the model config's ``task`` in :data:`TASKS`) is an ``nn.Module``
+that owns everything task-specific. It works on the pure :class:`~mmfuse.models.ImageTextModel` and a
+:class:`~mmfuse.types.Batch`, never on Lightning, and computes:
 
-Predictions of a whole split (``mmfuse predict``) take two steps: :meth:`TaskObjective.prediction_state` keeps what
-each batch's :meth:`~TaskObjective.predict` output needs (e.g. the top classes), and once every batch of every
-process is in, :meth:`TaskObjective.prediction_rows` turns the split into one JSON-ready row per example.
+- **the loss**: :meth:`~TaskObjective.training_step` (differentiable) and :meth:`~TaskObjective.evaluation_step`
+  return a :class:`StepOutput`, the scalar loss plus further named scalars worth logging (retrieval's ``itc_loss``
+  and ``itm_loss``); the losses live here, beside the objectives (:mod:`mmfuse.tasks.itc`, :mod:`mmfuse.tasks.itm`),
+  and the heads of :mod:`mmfuse.heads` are modules only;
+- **the metrics**: one torchmetrics ``Metric`` or ``MetricCollection`` per stage (``train_metric``, ``val_metric``,
+  ``test_metric``, chosen by ``model.metrics``, :class:`~mmfuse.config.MetricsConfig`), updated by those steps;
+  :meth:`~TaskObjective.epoch_values` gives the epoch's values (synchronised across processes by torchmetrics) and
+  resets them;
+- **the predictions**: :meth:`~TaskObjective.predict` gives a batch's per-example outputs,
+  :meth:`~TaskObjective.prediction_state` keeps what of them the rows need (e.g. the top classes), and once every
+  batch of every process is in, :meth:`~TaskObjective.prediction_rows` turns the split into one JSON-ready row per
+  example.
+
+The LightningModule (:class:`~mmfuse.training.FusionLitModule`) only orchestrates: it calls the steps with its model
+and batch, returns the training loss to the optimiser, logs ``train/loss``, ``train/<part>`` and ``{val,test}/loss``,
+logs :meth:`~TaskObjective.epoch_values` as ``<stage>/<name>`` at each epoch end (those named in
+:attr:`~TaskObjective.progress_bar_metrics` also in the progress bar), and returns :meth:`~TaskObjective.predict`'s
+output to the :class:`~mmfuse.training.PredictionWriter`, which calls the two prediction methods. Nothing about a task
+is computed outside its objective.
 """
 
 from __future__ import annotations
@@ -77,8 +92,11 @@ class SplitPredictions:
 
 
 class TaskObjective(nn.Module):
-    """Base of the registered objectives: one metric per stage (``train_metric``, ``val_metric``, ``test_metric``)
-    and the three steps each objective defines.
+    """Base of the registered objectives (the contract: :mod:`mmfuse.tasks.base`): one metric per stage and the steps
+    each objective defines.
+
+    Attributes:
+        progress_bar_metrics: names of :meth:`epoch_values` that the progress bar shows too.
 
     Args:
         train_metric: updated by :meth:`training_step`.
@@ -86,6 +104,7 @@ class TaskObjective(nn.Module):
         test_metric: updated by :meth:`evaluation_step` on ``test``.
     """
 
+    progress_bar_metrics: tuple[str, ...] = ()
     train_metric: StageMetric
     val_metric: StageMetric
     test_metric: StageMetric

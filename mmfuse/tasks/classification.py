@@ -40,6 +40,8 @@ class ClassificationObjective(TaskObjective):
         class_names: the K label names (per-class metrics and predictions name them).
     """
 
+    progress_bar_metrics = ("acc",)
+
     def __init__(
         self, cfg: ModelConfig, metrics: MetricsConfig = MetricsConfig(), class_names: Sequence[str] = ()
     ) -> None:
@@ -87,6 +89,8 @@ class VqaObjective(TaskObjective):
     Args:
         cfg: the resolved model config (``head.num_classes`` = K, the answer vocabulary with ``<unk>``).
     """
+
+    progress_bar_metrics = ("acc",)
 
     def __init__(
         self, cfg: ModelConfig, metrics: MetricsConfig = MetricsConfig(), class_names: Sequence[str] = ()

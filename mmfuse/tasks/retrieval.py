@@ -1,9 +1,9 @@
 """Image-text retrieval objective: contrastive (ITC) plus image-text matching (ITM) with hard negatives.
 
 Training (ALBEF / BLIP style, Li et al. 2021, 2022): the symmetric InfoNCE loss on the contrastive head's
-similarities, with every caption of the same image in the batch a positive (:func:`~mmfuse.heads.contrastive_loss`),
+similarities, with every caption of the same image in the batch a positive (:func:`~mmfuse.tasks.itc.contrastive_loss`),
 plus the cross-entropy of the ITM head on the fused vectors of the B matching pairs and 2B hard negatives drawn from
-those similarities (:func:`~mmfuse.heads.sample_hard_negatives`); the two losses are added with equal weight.
+those similarities (:func:`~mmfuse.tasks.itm.sample_hard_negatives`); the two losses are added with equal weight.
 
 Evaluation ranks by the contrastive (ITC) similarity: every text of the split against every distinct image,
 recall@1/5/10 in both directions (:class:`~mmfuse.metrics.RetrievalRecall`). With ``model.metrics.rerank_k`` = k > 0
@@ -24,17 +24,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mmfuse.config import MetricsConfig, ModelConfig
 from mmfuse.errors import ConfigError
-from mmfuse.heads import (
-    MATCH,
-    MATCHING_CLASSES,
-    ContrastiveHead,
-    contrastive_loss,
-    matching_pairs,
-    sample_hard_negatives,
-)
+from mmfuse.heads import MATCH, MATCHING_CLASSES, ContrastiveHead
 from mmfuse.metrics.retrieval import PairScorer, RetrievalRecall, first_of_each, top_k_candidates
 from mmfuse.models import ImageTextModel
 from mmfuse.tasks.base import TASKS, SplitPredictions, Stage, StageMetric, StepOutput, TaskObjective, check_metric_names
+from mmfuse.tasks.itc import contrastive_loss
+from mmfuse.tasks.itm import matching_pairs, sample_hard_negatives
 from mmfuse.types import Batch, EncoderOutput
 
 __all__ = ["RetrievalObjective", "match_scorer"]
@@ -50,6 +45,8 @@ class RetrievalObjective(TaskObjective):
         metrics: ``model.metrics``: ``names`` (``recall``) and ``rerank_k``.
         class_names: unused (retrieval has no labels).
     """
+
+    progress_bar_metrics = ("r_mean",)
 
     def __init__(
         self, cfg: ModelConfig, metrics: MetricsConfig = MetricsConfig(), class_names: Sequence[str] = ()

@@ -1,5 +1,5 @@
 """Callbacks: a run summary (observes; writes the curves and the next steps at the end of ``fit``), and the
-encoders' freeze schedule and weight EMA of ``model.optim``."""
+encoders' freeze schedule and weight EMA of ``optim``."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ class RunSummary(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._start is not None and not trainer.sanity_checking:  # lets a run say when it reached an accuracy
-            pl_module.log("time/fit_elapsed_s", time.perf_counter() - self._start, rank_zero_only=True)
+            # Every process logs its own clock; the run got here when the slowest one did.
+            elapsed = time.perf_counter() - self._start
+            pl_module.log("time/fit_elapsed_s", elapsed, sync_dist=True, reduce_fx="max")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.redraw_every_s is None or self._drawn is None or trainer.state.fn != "fit" or trainer.sanity_checking:
@@ -99,7 +101,7 @@ class EncoderFreezeSchedule(L.Callback):
     parameter this schedule froze is trainable again.
 
     A callback rather than LightningModule hooks: the module stays orchestration only, and the schedule's state
-    lives in one place. The module returns it from ``configure_callbacks`` (``model.optim.unfreeze_after_*``).
+    lives in one place. The module returns it from ``configure_callbacks`` (``optim.unfreeze_after_*``).
 
     Args:
         steps: optimizer steps with frozen encoders.
@@ -140,7 +142,7 @@ class EncoderFreezeSchedule(L.Callback):
                 else f"unfreeze_after_epochs={self.epochs}"
             )
             raise ConfigError(
-                f"model.optim.{when} under DDP: frozen encoders get no gradients, which DDP must be told about; use "
+                f"optim.{when} under DDP: frozen encoders get no gradients, which DDP must be told about; use "
                 "trainer.strategy: ddp_find_unused_parameters_true"
             )
 

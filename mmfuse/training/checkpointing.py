@@ -4,13 +4,14 @@ checks that stop a run before any work when a checkpoint or an output directory 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import lightning as L
 import numpy as np
@@ -19,6 +20,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mmfuse.config import MODEL_KEYS, ModelConfig
 from mmfuse.errors import ConfigError
 
 __all__ = [
@@ -31,13 +33,25 @@ __all__ = [
     "safe_load",
 ]
 
-# Hyperparameters that fix the architecture: a checkpoint that differs in any of them cannot be resumed.
-ARCHITECTURE_KEYS = ("width", "vision", "text", "fusion", "head", "task", "contrastive", "data_spec")
-# Keys added after the first checkpoints were written: a checkpoint without one predates it and gets its default.
-_LATER_KEYS = frozenset({"task", "contrastive"})
-# Fields inside those sections that weigh the training losses: they shape no weight, so a checkpoint trained with
-# another value (or written before the field existed) still fits the model.
-_TRAINING_ONLY = frozenset({"model.contrastive.itm_weight"})
+# Hyperparameters that fix the architecture: a checkpoint that differs in any of them cannot be resumed. They are the
+# model's fields (the `model:` section's fields of ModelConfig) and the data spec.
+ARCHITECTURE_KEYS = (*MODEL_KEYS, "data_spec")
+
+
+def _training_only(cls: type, prefix: str) -> frozenset[str]:
+    """The dotted names of the fields under ``cls`` marked ``metadata={"training_only": True}`` (a loss weight, say):
+    they shape no weight, so a checkpoint trained with another value (or before the field existed) still fits."""
+    hints = get_type_hints(cls)
+    names: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("training_only"):
+            names.add(f"{prefix}.{f.name}")
+        elif dataclasses.is_dataclass(hints[f.name]):
+            names |= _training_only(hints[f.name], f"{prefix}.{f.name}")
+    return frozenset(names)
+
+
+_TRAINING_ONLY = _training_only(ModelConfig, "model")
 
 
 class UnsafeCheckpointError(ConfigError):
@@ -171,17 +185,18 @@ def check_checkpoint_matches(
 ) -> None:
     """Fail before any work when the checkpoint was written by a model with another architecture.
 
-    Compares the architecture hyperparameters (width, encoders, fusion, head, task, contrastive head, data spec)
-    key by key and names every difference with both values.
+    Compares the architecture hyperparameters (``keys``: the model's fields and the data spec) key by key and names
+    every difference with both values.
     """
     saved = safe_load(ckpt_path).get("hyper_parameters")
     if saved is None:
         raise ConfigError(f"checkpoint {str(ckpt_path)!r} has no hyper_parameters: it was not written by mmfuse fit")
     diffs: list[str] = []
+    defaults = dataclasses.asdict(ModelConfig())
     for key in keys:
-        if key in _LATER_KEYS and key not in saved:
-            continue
-        diffs += _diff(f"model.{key}", saved.get(key), hparams.get(key))
+        # a checkpoint written before a model field existed has (and loads with) the field's default
+        saved_value = saved[key] if key in saved else defaults.get(key)
+        diffs += _diff(f"model.{key}", saved_value, hparams.get(key))
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
         raise ConfigError(

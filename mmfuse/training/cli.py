@@ -2,8 +2,11 @@
 :mod:`mmfuse.cli`, which imports this module only for those commands), and :func:`build_from_config`, the same
 parsing from Python.
 
-Every field of the model, data and trainer configs can be overridden on the command line
-(``--trainer.precision bf16-mixed``, ``--model.fusion.num_layers 4``); ``--print_config`` shows the resolved config.
+Every field of the model, optimiser, speed, data and trainer configs can be overridden on the command line
+(``--trainer.precision bf16-mixed``, ``--model.fusion.num_layers 4``, ``--optim.lr 1e-3``); ``--print_config`` shows the
+resolved config. The model's fields sit in ``model:``; the optimiser's and the speed switches in the top-level
+``optim:`` and ``speed:`` sections, which LightningCLI links into the module. An experiment file may name one base file
+(``base: base/shapes.yaml``) whose values it changes (:mod:`mmfuse.experiment`).
 
 The ``data:`` section picks its data module by class name: without ``class_path`` it configures the built-in shapes
 world (:class:`~mmfuse.data.datamodule.ShapesDataModule`, the default); ``class_path: ImageTextDataModule`` with
@@ -19,13 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import Namespace
+import yaml
+from jsonargparse import ActionConfigFile, Namespace
+from jsonargparse import Path as ConfigPath
+from lightning.pytorch import __version__ as lightning_version
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from mmfuse._compat import CheckpointConfigHook, quiet_library_output
 from mmfuse._weights import TORCHVISION_PREFIX
+from mmfuse.config import MODEL_KEYS, ExperimentConfig, OptimConfig, SpeedConfig
 from mmfuse.data.datamodule import ResumableDataModule, ShapesDataModule
 from mmfuse.data.files import ImageTextDataModule
 from mmfuse.data.tokenizer import TOKENIZER_FILES, has_tokenizer
@@ -33,6 +41,7 @@ from mmfuse.data.transforms import PreprocessConfig
 from mmfuse.encoders import timm_vision, torchvision_vision
 from mmfuse.encoders.timm_vision import TimmVisionEncoderConfig
 from mmfuse.errors import ConfigError
+from mmfuse.experiment import read_experiment
 from mmfuse.training import (
     AtomicCheckpointIO,
     FusionLitModule,
@@ -47,11 +56,17 @@ from mmfuse.training import (
     check_output_dir,
     safe_load,
 )
-from mmfuse.training.checkpointing import ARCHITECTURE_KEYS
 from mmfuse.training.loggers import ResumableCSVLogger, TrackersConfig, build_trackers
 from mmfuse.training.next_steps import trained_checkpoint
 
-__all__ = ["DATA_MODULES", "MMFuseCLI", "MMFuseArgumentParser", "build_from_config", "run_training"]
+__all__ = [
+    "DATA_MODULES",
+    "ExperimentConfigFile",
+    "MMFuseCLI",
+    "MMFuseArgumentParser",
+    "build_from_config",
+    "run_training",
+]
 
 # The data modules a ``data:`` section can name by ``class_path`` (the first is the default, used without one).
 DATA_MODULES: tuple[type[ResumableDataModule], ...] = (ShapesDataModule, ImageTextDataModule)
@@ -76,14 +91,49 @@ class MMFuseArgumentParser(LightningArgumentParser):
         return defaults
 
 
-class MMFuseCLI(LightningCLI):
+class ExperimentConfigFile(ActionConfigFile):
+    """``--config``: jsonargparse's config file action that also reads an experiment's ``base:`` file.
+
+    A file with a base is parsed as its values merged over the base's (:func:`~mmfuse.experiment.read_experiment`,
+    as :func:`mmfuse.load_config` reads it); a file without one is parsed as jsonargparse parses it.
+    """
+
+    @staticmethod
+    def apply_config(parser: Any, cfg: Namespace, dest: str, value: Any) -> None:
+        path = Path(str(value))
+        try:
+            is_file = "\n" not in str(value) and path.is_file()
+        except OSError:  # a YAML string too long for a file name
+            is_file = False
+        values, base = read_experiment(path) if is_file else (None, None)
+        if base is None:
+            ActionConfigFile.apply_config(parser, cfg, dest, value)
+            return
+        ActionConfigFile.apply_config(parser, cfg, dest, yaml.safe_dump(values, sort_keys=False))
+        cfg[dest][-1] = ConfigPath(str(path), mode="fr")  # the experiment file, not the merged text
+
+
+class MMFuseCLI(CheckpointConfigHook, LightningCLI):
     """LightningCLI with the data module chosen by ``data.class_path`` (default: the shapes world), the data spec
     linked into the model, checkpointing on ``val/acc`` (set ``checkpoint.monitor`` for other metrics), CSV +
     TensorBoard logs under ``trainer.default_root_dir`` (plus the W&B / MLflow trackers of ``trackers:``), a summary
     table at the end of ``fit`` and ``test``, and ``predictions.jsonl`` from ``predict --ckpt_path X`` (its
     ``predictions.top_k``; see :class:`~mmfuse.training.PredictionWriter`)."""
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """LightningCLI's parser, with :class:`ExperimentConfigFile` as its ``--config``."""
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning_version}"])
+        parser = self.parser_class(**kwargs)
+        parser.add_argument(
+            "-c", "--config", action=ExperimentConfigFile, help="experiment YAML; a `base:` file it names is read first"
+        )
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(OptimConfig, "optim")
+        parser.add_class_arguments(SpeedConfig, "speed")
+        parser.link_arguments("optim", "model.optim", apply_on="parse")
+        parser.link_arguments("speed", "model.speed", apply_on="parse")
         parser.set_defaults({"data": {"class_path": _DEFAULT_DATA}})
         parser.link_arguments("data.spec", "model.data_spec", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -118,11 +168,11 @@ class MMFuseCLI(LightningCLI):
         _default_preprocess(config)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        trainer_cfg = self._config_value("trainer", default={})
         root = trainer_cfg.get("default_root_dir") or "runs"
         version = self._resume_version(root)
         if trainer_cfg.get("logger") in (None, True):
-            ckpt_path = self._get(self.config_init, "ckpt_path", default=None) if version is not None else None
+            ckpt_path = self._config_value("ckpt_path", default=None) if version is not None else None
             resume_step = int(safe_load(ckpt_path).get("global_step", 0)) if ckpt_path else None
             csv = ResumableCSVLogger(root, name="", version=version, resume_step=resume_step)
             trackers = build_trackers(self._trackers(), root, csv.log_dir)  # beside the CSV log, never instead
@@ -138,7 +188,7 @@ class MMFuseCLI(LightningCLI):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
-    def _parse_ckpt_path(self) -> None:
+    def check_ckpt_path(self) -> None:
         """Check the checkpoint against the configured model instead of silently replacing the model config with
         the checkpoint's (LightningCLI's default, which would drop the user's explicit model arguments)."""
         subcommand = self.config.get("subcommand")
@@ -149,12 +199,16 @@ class MMFuseCLI(LightningCLI):
             return
         model = self.config[subcommand]["model"]
         configured = model.as_dict() if hasattr(model, "as_dict") else dict(model)
-        check_checkpoint_matches(ckpt_path, configured, keys=ARCHITECTURE_KEYS[:-1])  # data_spec: at before_fit
+        check_checkpoint_matches(ckpt_path, configured, keys=MODEL_KEYS)  # data_spec: at before_fit
+
+    def _config_value(self, key: str, default: Any = None) -> Any:
+        """A value of the instantiated config, inside the subcommand's section when there is one."""
+        return self.config_init.get(str(self.subcommand), self.config_init).get(key, default)
 
     def _resume_version(self, root: str) -> int | None:
         """The run directory to continue in when resuming: ``--ckpt_path last`` picks the newest run under the
         root with a ``last.ckpt``; an explicit checkpoint inside ``<root>/version_N/`` continues version N."""
-        ckpt_path = self._get(self.config_init, "ckpt_path", default=None) if self.subcommand == "fit" else None
+        ckpt_path = self._config_value("ckpt_path", default=None) if self.subcommand == "fit" else None
         if ckpt_path is None:
             return None
         if ckpt_path == "last":
@@ -172,12 +226,14 @@ class MMFuseCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Checks that would otherwise fail late: a checkpoint of another architecture, an unwritable run dir."""
-        ckpt_path = self._get(self.config_init, "ckpt_path", default=None)
+        ckpt_path = self._config_value("ckpt_path", default=None)
         model: Any = self.model
         if ckpt_path is not None:
             check_checkpoint_matches(ckpt_path, dict(model.hparams))
         trainer: Any = self.trainer
-        if trainer.log_dir is not None:
+        # Global rank 0 only: the other processes write no checkpoints, and before the process group is up their run
+        # directory is not yet rank 0's (each picks the next free version_N), so probing it would leave a stray one.
+        if trainer.is_global_zero and trainer.log_dir is not None:
             weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             keep = max(int(getattr(trainer.checkpoint_callback, "save_top_k", 1)), 0) + 1  # best k + last
             check_output_dir(Path(trainer.log_dir) / "checkpoints", checkpoint_bytes=3 * weights, copies=keep)
@@ -190,7 +246,7 @@ class MMFuseCLI(LightningCLI):
         """Write the best (else the last) checkpoint's model to ``<run directory>/model`` with ``save_pretrained``:
         safetensors weights, config and tokenizer, loadable with ``ImageTextModel.from_pretrained`` and no Lightning.
 
-        With an EMA of the weights (``model.optim.ema_decay``, or any Lightning ``WeightAveraging`` callback) a
+        With an EMA of the weights (``optim.ema_decay``, or any Lightning ``WeightAveraging`` callback) a
         checkpoint's ``state_dict`` is the average (the raw weights are its ``current_model_state``), so the model
         saved here is the average (``tests/training/test_ema.py``)."""
         trainer: Any = self.trainer
@@ -212,11 +268,11 @@ class MMFuseCLI(LightningCLI):
     def before_predict(self) -> None:
         """The checkpoint must fit the data too (classes, vocabulary); predictions stay in the writer, not also in
         the trainer's returned list (``--return_predictions`` still asks for that)."""
-        ckpt_path = self._get(self.config_init, "ckpt_path", default=None)
+        ckpt_path = self._config_value("ckpt_path", default=None)
         if ckpt_path is not None and Path(str(ckpt_path)).is_file():
             model: Any = self.model
             check_checkpoint_matches(ckpt_path, dict(model.hparams))
-        if self._get(self.config_init, "return_predictions", default=None) is None:
+        if self._config_value("return_predictions", default=None) is None:
             self.config_init[str(self.subcommand)]["return_predictions"] = False
 
     def after_predict(self) -> None:
@@ -226,7 +282,7 @@ class MMFuseCLI(LightningCLI):
             print(f"mmfuse predict: predictions written to {writer.path}")
 
     def _trackers(self) -> TrackersConfig:
-        trackers = self._get(self.config_init, "trackers", default=None)
+        trackers = self._config_value("trackers", default=None)
         return trackers if isinstance(trackers, TrackersConfig) else TrackersConfig(**dict(trackers or {}))
 
     def _print_summary(self, stage: str) -> None:
@@ -312,6 +368,7 @@ def _version_number(path: Path) -> int:
 
 
 def _cli(args: list[str] | None, run: bool = True) -> MMFuseCLI:
+    quiet_library_output()
     return MMFuseCLI(
         FusionLitModule,
         ResumableDataModule,
@@ -328,8 +385,13 @@ def _cli(args: list[str] | None, run: bool = True) -> MMFuseCLI:
     )
 
 
-def build_from_config(path: str | Path, overrides: Sequence[str] = ()) -> MMFuseCLI:
+def build_from_config(config: str | Path | ExperimentConfig, overrides: Sequence[str] = ()) -> MMFuseCLI:
     """Parse an experiment YAML plus command-line style overrides exactly as ``mmfuse fit`` does, and build it.
+
+    Args:
+        config: an experiment YAML, or an experiment :func:`mmfuse.load_config` read (which LightningCLI parses
+            again, checking the data and trainer sections too).
+        overrides: ``--section.key value`` arguments, applied last.
 
     Returns the CLI object: ``.model`` (the LightningModule, whose ``.model`` is the pure ``ImageTextModel``),
     ``.datamodule``, ``.trainer`` and ``.config`` (the resolved config).
@@ -339,7 +401,9 @@ def build_from_config(path: str | Path, overrides: Sequence[str] = ()) -> MMFuse
         cli = build_from_config("experiments/shapes_color.yaml", ["--trainer.devices=1", "--trainer.strategy=auto"])
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     """
-    return _cli(["--config", str(path), *overrides], run=False)
+    if isinstance(config, ExperimentConfig):
+        return _cli(["--config", yaml.safe_dump(config.to_dict(), sort_keys=False), *overrides], run=False)
+    return _cli(["--config", str(config), *overrides], run=False)
 
 
 def run_training(args: list[str] | None = None) -> MMFuseCLI:

@@ -1,33 +1,35 @@
-"""FusionLitModule: loss, metrics, logging and optimisation around a pure :class:`ImageTextModel`.
+"""FusionLitModule: logging and optimisation around a pure :class:`ImageTextModel` and its task's objective.
 
-The loss and metrics of each ``model.task`` (classification, VQA, retrieval) come from its objective in
-:mod:`mmfuse.tasks`; this module calls it, logs what it returns and owns the optimiser.
+The loss, metrics and predictions of each ``model.task`` (classification, VQA, retrieval) come from its objective in
+:mod:`mmfuse.tasks` (the contract: :mod:`mmfuse.tasks.base`); this module calls it, logs what it returns and owns the
+optimiser.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pickle
 from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
+from mmfuse._compat import quiet_eval_mode_warning, should_update_logs
 from mmfuse.config import (
-    FusionConfig,
+    MODEL_KEYS,
     MetricsConfig,
     ModelConfig,
     OptimConfig,
     SpeedConfig,
-    Task,
     config_from_dict,
     resolve_model_config,
+    with_model_fields,
 )
-from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig, encoder_backbone
+from mmfuse.encoders import encoder_backbone
 from mmfuse.errors import ConfigError
-from mmfuse.heads import ClassificationHeadConfig, ContrastiveHeadConfig
 from mmfuse.models import ImageTextModel
 from mmfuse.tasks import Stage, build_objective, epoch_values
 from mmfuse.training.callbacks import EMAWeights, EncoderFreezeSchedule
@@ -37,8 +39,6 @@ from mmfuse.types import Batch, DataSpec
 
 __all__ = ["FusionLitModule"]
 
-_PROGRESS_BAR = ("acc", "r_mean")  # epoch metrics shown in the progress bar
-
 
 class FusionLitModule(L.LightningModule):
     """Trains an :class:`ImageTextModel` for its ``task``: classification, VQA or image-text retrieval.
@@ -46,58 +46,58 @@ class FusionLitModule(L.LightningModule):
     The model's fields sit at the top of the ``model:`` section of an experiment YAML (``model.task``,
     ``model.vision``, ``model.fusion``...); values the data determines (classes, vocabulary, image size) come from
     ``data_spec``. Logged: ``train/loss`` (and the task's loss parts), the learning rate of each module
-    (``lr/vision``, ``lr/text``, ``lr/fusion``, ``lr/head``), ``{val,test}/loss``, and per epoch the task's
-    metrics (``model.metrics``): by default ``acc`` (accuracy; for VQA the soft VQA accuracy), or for retrieval
-    ``train/itm_acc`` and ``{val,test}/t2i_r{1,5,10}``, ``i2t_r{1,5,10}`` and ``r_mean`` (plus ``..._itm`` with
-    re-ranking).
+    (``lr/vision``, ``lr/text``, ``lr/fusion``, ``lr/head``), ``{val,test}/loss``, and per epoch the metrics of the
+    task's objective (``model.metrics``; see the objectives in :mod:`mmfuse.tasks`) as ``<stage>/<name>``.
 
     Args:
-        width: common width D of encoders and fusion.
-        vision: vision encoder config.
-        text: text encoder config.
-        fusion: fusion config; its ``name`` picks the registered fusion.
-        head: head config.
-        task: ``classification``, ``vqa`` or ``retrieval`` (see :class:`~mmfuse.config.ModelConfig`).
-        contrastive: the contrastive head of ``task: retrieval``.
-        optim: optimiser and schedule.
-        speed: compile, channels-last, activation checkpointing, frozen encoders, TF32.
         metrics: the epoch metrics to log (``model.metrics.names``; default ``acc``) and retrieval's ITM re-ranking
             (``model.metrics.rerank_k``); see :class:`~mmfuse.config.MetricsConfig`.
+        optim: optimiser and schedule (the YAML's top-level ``optim:``); None = the defaults.
+        speed: compile, channels-last, activation checkpointing, frozen encoders, TF32 (the YAML's top-level
+            ``speed:``); None = the defaults.
         data_spec: facts about the data; the CLI links it from the data module.
+        **model: the fields of :class:`~mmfuse.config.ModelConfig` that the ``model:`` section sets
+            (:data:`~mmfuse.config.MODEL_KEYS`); the signature names them (:func:`~mmfuse.config.with_model_fields`).
     """
 
+    # optim and speed are `X | None` rather than dataclass-typed: LightningCLI links the YAML's top-level `optim:` and
+    # `speed:` into them, and jsonargparse links a section into one value, not into a nested group of fields.
+    @with_model_fields
     def __init__(
         self,
-        width: int = ModelConfig.width,
-        vision: TimmVisionEncoderConfig = TimmVisionEncoderConfig(),
-        text: HFTextEncoderConfig = HFTextEncoderConfig(),
-        fusion: FusionConfig = FusionConfig(),
-        head: ClassificationHeadConfig = ClassificationHeadConfig(),
-        task: Task = ModelConfig.task,
-        contrastive: ContrastiveHeadConfig = ContrastiveHeadConfig(),
-        optim: OptimConfig = OptimConfig(),
-        speed: SpeedConfig = SpeedConfig(),
+        *,
         metrics: MetricsConfig = MetricsConfig(),
+        optim: OptimConfig | None = None,
+        speed: SpeedConfig | None = None,
         data_spec: DataSpec | None = None,
+        **model: Any,
     ) -> None:
         super().__init__()
         if data_spec is None:
             raise ConfigError("FusionLitModule needs data_spec (the CLI links it from the data module's `spec`)")
-        parts = {"task": task, "width": width, "vision": _as_dict(vision), "text": _as_dict(text)}
-        parts |= {"fusion": _as_dict(fusion), "head": _as_dict(head), "contrastive": _as_dict(contrastive)}
-        # Checkpoints hold plain dicts, so loading them needs no pickled classes.
+        unknown = sorted(set(model) - set(MODEL_KEYS))
+        if unknown:
+            raise ConfigError(f"FusionLitModule: unknown model fields {unknown}; the fields: {list(MODEL_KEYS)}")
+        defaults = ModelConfig()
+        parts = {key: _plain(model.get(key, getattr(defaults, key))) for key in MODEL_KEYS}
+        optim_cfg, speed_cfg = optim or OptimConfig(), speed or SpeedConfig()
+        # Checkpoints hold plain dicts, so loading them needs no pickled classes. Lightning looks up the arguments of
+        # the __init__ that saves them in its frame by the signature's names, which here include the model fields that
+        # only **model holds: it gets the caller's frame instead.
+        frame = inspect.currentframe()
         self.save_hyperparameters(
-            {**parts, "optim": _as_dict(optim), "speed": _as_dict(speed), "metrics": _as_dict(metrics),
-             "data_spec": _as_dict(data_spec)}
+            {**parts, "optim": _plain(optim_cfg), "speed": _plain(speed_cfg), "metrics": _plain(metrics),
+             "data_spec": _plain(data_spec)},
+            frame=frame.f_back if frame is not None else None,
         )  # fmt: skip
-        data_spec = config_from_dict(DataSpec, _as_dict(data_spec))
+        data_spec = config_from_dict(DataSpec, _plain(data_spec))
         self.model_cfg = resolve_model_config(config_from_dict(ModelConfig, parts), data_spec)
-        self.optim = config_from_dict(OptimConfig, _as_dict(optim))
-        self.speed = config_from_dict(SpeedConfig, _as_dict(speed))
+        self.optim = config_from_dict(OptimConfig, _plain(optim_cfg))
+        self.speed = config_from_dict(SpeedConfig, _plain(speed_cfg))
         self.model = ImageTextModel(self.model_cfg)
         apply_speed_switches(self.model, self.speed)
         check_optim_config(self.model, self.optim)  # lr_mult names, layer_decay: before any training
-        self.metrics = config_from_dict(MetricsConfig, _as_dict(metrics))
+        self.metrics = config_from_dict(MetricsConfig, _plain(metrics))
         # the task's loss and one metric (collection) per stage
         self.objective = build_objective(self.model_cfg, self.metrics, data_spec.class_names)
 
@@ -119,14 +119,15 @@ class FusionLitModule(L.LightningModule):
     def train(self, mode: bool = True) -> FusionLitModule:
         """Frozen encoder backbones stay in eval mode (BatchNorm statistics and dropout off) while the rest trains."""
         super().train(mode)
-        frozen_encoders = [(self.speed.freeze_vision, self.model.vision), (self.speed.freeze_text, self.model.text)]
-        for frozen, encoder in frozen_encoders:
-            if frozen and encoder is not None:
-                encoder_backbone(encoder).eval()
+        for backbone in self._frozen_backbones():
+            backbone.eval()
         return self
 
     def setup(self, stage: str) -> None:
         torch.set_float32_matmul_precision(self.speed.float32_matmul_precision)
+        if stage == "fit" and self._frozen_backbones():
+            # frozen backbones are in eval mode on purpose (see train()); Lightning would warn about them
+            quiet_eval_mode_warning(sum(len(list(backbone.modules())) for backbone in self._frozen_backbones()))
         if self.speed.compile and not getattr(self, "_compiled", False):
             self.model.compile(mode=self.speed.compile_mode)  # in place: parameter names stay the same
             self._compiled = True
@@ -140,7 +141,7 @@ class FusionLitModule(L.LightningModule):
         step = self.objective.training_step(self.model, self._prepared(batch))
         # Logged only on the steps the logger writes (trainer.log_every_n_steps): a self.log call costs more than
         # the metric update, and the values of the other steps would never be written anyway.
-        if getattr(getattr(self.trainer, "_logger_connector", None), "should_update_logs", True):
+        if should_update_logs(self.trainer):
             self.log("train/loss", step.loss, prog_bar=True, batch_size=len(batch))
             for name, value in step.parts.items():
                 self.log(f"train/{name}", value, batch_size=len(batch))
@@ -180,7 +181,7 @@ class FusionLitModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """What ``model.optim`` asks of ``fit``: the encoders' freeze schedule and an EMA of the weights (validation
+        """What ``optim`` asks of ``fit``: the encoders' freeze schedule and an EMA of the weights (validation
         runs on the EMA, checkpoints hold it as their ``state_dict`` and the raw weights as
         ``current_model_state``)."""
         if self.trainer.state.fn != "fit":
@@ -192,6 +193,11 @@ class FusionLitModule(L.LightningModule):
         if cfg.ema_decay is not None:
             callbacks.append(EMAWeights(decay=cfg.ema_decay))
         return callbacks
+
+    def _frozen_backbones(self) -> list[nn.Module]:
+        """The encoder backbones frozen for the whole run (``speed.freeze_vision`` / ``speed.freeze_text``)."""
+        frozen = [(self.speed.freeze_vision, self.model.vision), (self.speed.freeze_text, self.model.text)]
+        return [encoder_backbone(encoder) for is_frozen, encoder in frozen if is_frozen and encoder is not None]
 
     def _learning_rates(self) -> dict[str, float]:
         """``lr/<module>`` (``lr/vision``, ``lr/fusion``...): the largest learning rate of the module's parameter
@@ -206,9 +212,14 @@ class FusionLitModule(L.LightningModule):
         return rates
 
     def _prepared(self, batch: Batch) -> Batch:
-        if not self.speed.channels_last:
-            return batch
-        return dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
+        """The batch with its images in the memory format of the vision encoder's weights (``speed.channels_last``).
+
+        Images in the other format make the convolutions produce gradients in that format too: a 1x1 convolution's
+        (C_out, C_in, 1, 1) weight gradient then has NHWC strides that DDP's buckets do not match ("Grad strides do
+        not match bucket view strides"). ``contiguous`` is free when the images already are in the format.
+        """
+        fmt = torch.channels_last if self.speed.channels_last else torch.contiguous_format
+        return dataclasses.replace(batch, images=batch.images.contiguous(memory_format=fmt))
 
     def _evaluate(self, batch: Batch, stage: Stage) -> None:
         step = self.objective.evaluation_step(self.model, self._prepared(batch), stage)
@@ -217,7 +228,7 @@ class FusionLitModule(L.LightningModule):
     def _log_epoch(self, stage: Stage) -> None:
         """The stage's epoch metrics (already gathered over processes by torchmetrics)."""
         for name, value in epoch_values(self.objective, stage, self.model).items():
-            self.log(f"{stage}/{name}", value, prog_bar=name in _PROGRESS_BAR, sync_dist=True)
+            self.log(f"{stage}/{name}", value, prog_bar=name in self.objective.progress_bar_metrics, sync_dist=True)
 
 
 def apply_speed_switches(model: ImageTextModel, speed: SpeedConfig) -> None:
@@ -234,13 +245,17 @@ def apply_speed_switches(model: ImageTextModel, speed: SpeedConfig) -> None:
         checkpointed = vision if hasattr(vision, "set_grad_checkpointing") else getattr(vision, "backbone", None)
         if checkpointed is not None and hasattr(checkpointed, "set_grad_checkpointing"):
             checkpointed.set_grad_checkpointing(True)
-        if text is not None and hasattr(text.model, "gradient_checkpointing_enable"):
+        # transformers 5 renamed gradient_checkpointing_enable (the old name warns until it goes in v6)
+        if text is not None and hasattr(text.model, "activation_checkpointing_enable"):
+            text.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif text is not None and hasattr(text.model, "gradient_checkpointing_enable"):
             text.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if speed.channels_last and model.vision is not None:
         model.vision.to(memory_format=torch.channels_last)
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
+def _plain(value: Any) -> Any:
+    """A config value as a checkpoint holds it: dataclasses (and mappings) as dicts, other values as they are."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
-    return dict(value)
+    return dict(value) if isinstance(value, dict) else value

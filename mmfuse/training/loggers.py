@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from mmfuse._compat import quiet_shared_run_dir
 from mmfuse.errors import ConfigError
 
 __all__ = ["ResumableCSVLogger", "TrackersConfig", "build_trackers"]
@@ -90,6 +90,7 @@ class ResumableCSVLogger(CSVLogger):
     def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.resume_step = resume_step
+        self._writer: Any = None  # opened once, on first use
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Flush the rows logged so far with every checkpoint, so a killed run keeps what its checkpoint covers."""
@@ -98,11 +99,10 @@ class ResumableCSVLogger(CSVLogger):
 
     @property
     def experiment(self) -> Any:
-        if self._experiment is not None:
-            return super().experiment
-        with warnings.catch_warnings():  # "exists and is not empty": provenance.json is written before the logs
-            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-            return self._open_writer()
+        if self._writer is None:
+            with quiet_shared_run_dir():  # config.yaml, provenance.json and checkpoints/ come before the metrics
+                self._writer = self._open_writer()
+        return self._writer
 
     def _open_writer(self) -> Any:
         if self.resume_step is None:

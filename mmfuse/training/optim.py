@@ -85,7 +85,7 @@ def _check_lr_mult(model: ImageTextModel, cfg: OptimConfig) -> None:
     unknown = [name for name in cfg.lr_mult if name not in modules]
     if unknown:
         raise ConfigError(
-            f"model.optim.lr_mult: {unknown[0]!r} is not a module of this model; its modules: {sorted(modules)}"
+            f"optim.lr_mult: {unknown[0]!r} is not a module of this model; its modules: {sorted(modules)}"
         )
 
 
@@ -109,8 +109,8 @@ def encoder_layers(
         return _hf_layers(encoder.model, layer_decay)
     named = model.cfg.vision.model_name if kind == "vision" else model.cfg.text.pretrained or model.cfg.text.model_type
     raise ConfigError(
-        f"model.optim.layer_decay={layer_decay}: the {kind} encoder {named!r} ({type(encoder).__name__}) has no "
-        "layers to decay over; use a timm or transformers encoder, or set model.optim.layer_decay: null"
+        f"optim.layer_decay={layer_decay}: the {kind} encoder {named!r} ({type(encoder).__name__}) has no "
+        "layers to decay over; use a timm or transformers encoder, or set optim.layer_decay: null"
     )
 
 
@@ -144,16 +144,16 @@ def _timm_layers(
         by_name: dict[str, int] = group_parameters(matched, matched.group_matcher(coarse=False), reverse=True)
     except (AttributeError, NotImplementedError) as err:
         raise ConfigError(
-            f"model.optim.layer_decay={layer_decay}: the vision encoder {cfg.model_name!r} has no layer grouping "
-            f"in timm ({first_line(err)}); set model.optim.layer_decay: null"
+            f"optim.layer_decay={layer_decay}: the vision encoder {cfg.model_name!r} has no layer grouping "
+            f"in timm ({first_line(err)}); set optim.layer_decay: null"
         ) from err
     whole = list(matched.named_parameters())
     own = list(backbone.named_parameters())
     if matched is not backbone:
         if len(own) > len(whole) or any(p.shape != q.shape for (_, p), (_, q) in zip(own, whole, strict=False)):
             raise ConfigError(
-                f"model.optim.layer_decay={layer_decay}: the layers of {cfg.model_name!r} cannot be matched to its "
-                "feature extractor's parameters; set model.optim.layer_decay: null"
+                f"optim.layer_decay={layer_decay}: the layers of {cfg.model_name!r} cannot be matched to its "
+                "feature extractor's parameters; set optim.layer_decay: null"
             )
         own_to_whole = {id(p): name for (_, p), (name, _) in zip(own, whole, strict=False)}
     else:
@@ -173,8 +173,8 @@ def _hf_layers(model: nn.Module, layer_decay: float) -> tuple[dict[int, int], in
     if not candidates:
         kind = getattr(config, "model_type", type(model).__name__)
         raise ConfigError(
-            f"model.optim.layer_decay={layer_decay}: the text encoder {kind!r} has no list of its "
-            f"num_hidden_layers={depth} blocks; set model.optim.layer_decay: null"
+            f"optim.layer_decay={layer_decay}: the text encoder {kind!r} has no list of its "
+            f"num_hidden_layers={depth} blocks; set optim.layer_decay: null"
         )
     blocks = max(candidates, key=lambda m: sum(p.numel() for p in m.parameters()))
     in_block = {id(p): i + 1 for i, block in enumerate(blocks) for p in block.parameters()}

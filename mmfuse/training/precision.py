@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from mmfuse._compat import grad_scaler_scale
+
 __all__ = ["GradScalerMonitor", "NonFiniteLossError", "NonFiniteLossGuard"]
 
 
@@ -76,8 +78,8 @@ class GradScalerMonitor(L.Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is None or not scaler.is_enabled():
             return None
-        scale = getattr(scaler, "_scale", None)  # the device tensor; get_scale() would sync
-        return scale.detach().clone() if isinstance(scale, Tensor) else None
+        scale = grad_scaler_scale(scaler)  # the device tensor; get_scale() would sync
+        return None if scale is None else scale.detach().clone()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         self._before = self._scale(trainer)

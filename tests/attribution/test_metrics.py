@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from mmfuse.attribution.base import Attribution
 from mmfuse.attribution.metrics import (
-    bootstrap_ci,
     box_mask,
     deletion_insertion,
     energy_in_box,
@@ -232,14 +231,6 @@ def test_randomization_check_leaves_the_model_alone_and_decorrelates() -> None:
     assert torch.equal(torch.get_rng_state(), rng)
     again = randomization_check(model, batch, gradient_x_input)
     torch.testing.assert_close(again["image"], result["image"], equal_nan=True)  # seeded: reproducible
-
-
-def test_bootstrap_ci_ignores_nan_and_brackets_the_mean() -> None:
-    summary = bootstrap_ci(torch.tensor([0.0, 1.0, 1.0, float("nan"), 1.0]))
-    assert summary["n"] == 4 and summary["mean"] == 0.75
-    assert summary["ci_low"] is not None and summary["ci_high"] is not None
-    assert 0.0 <= summary["ci_low"] <= 0.75 <= summary["ci_high"] <= 1.0
-    assert bootstrap_ci(torch.tensor([float("nan")]))["mean"] is None
 
 
 # ------------------------------------------------------------------------------------------------------ report

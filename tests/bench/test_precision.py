@@ -6,14 +6,8 @@ import pytest
 import torch
 
 from mmfuse.bench.amp import PreparedModel
-from mmfuse.bench.precision import (
-    PRECISIONS,
-    TrainStep,
-    get_precision,
-    precision_mode,
-    skip_reason,
-    synthetic_batches,
-)
+from mmfuse.bench.config import PRECISIONS, get_precision
+from mmfuse.bench.precision import TrainStep, precision_mode, skip_reason, synthetic_batches
 from mmfuse.errors import ConfigError
 
 CPU = torch.device("cpu")

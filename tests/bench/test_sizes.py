@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from mmfuse.bench.sizes import DEFAULT_EXPERIMENT, build_size_model, experiment_size, get_size
 from mmfuse.errors import ConfigError
+from mmfuse.experiment import read_experiment
 
 
 def test_tiny_is_resolved_and_builds() -> None:
@@ -21,13 +21,13 @@ def test_small_is_the_default_experiments_model() -> None:
     from mmfuse.data.datamodule import ShapesDataModule
     from mmfuse.data.shapes import ShapesWorldConfig
 
-    raw = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
+    raw, _ = read_experiment(DEFAULT_EXPERIMENT)  # the YAML itself, its base file merged in
     size = get_size("small")
     assert size.model.width == raw["model"]["width"]
     assert size.model.vision.model_name == raw["model"]["vision"]["model_name"]
     assert size.model.text.config_kwargs == raw["model"]["text"]["config_kwargs"]
     assert size.model.fusion.num_layers == raw["model"]["fusion"]["num_layers"]
-    assert size.optim.lr == raw["model"]["optim"]["lr"]
+    assert size.optim.lr == raw["optim"]["lr"]
     # The spec derived here without Lightning is the data module's.
     assert size.spec == ShapesDataModule(ShapesWorldConfig(**raw["data"]["world"])).spec
 

@@ -16,18 +16,15 @@ MAIN = str(REPO / "experiments" / "shapes_color.yaml")
 FAST = ["--n-boot", "50", "--batch-size", "32"]
 
 
-def _tiny_set(cache_dir: Path) -> list[str]:
-    """TINY_CLI_ARGS as ``--set KEY=VALUE`` overrides (model, data and trainer)."""
-    return [f"--set={a[2:]}" for a in TINY_CLI_ARGS] + [f"--set=data.cache_dir={cache_dir}"]
+def _tiny(cache_dir: Path) -> list[str]:
+    """TINY_CLI_ARGS (model, data and trainer overrides, as `mmfuse fit` takes them) and the data cache."""
+    return [*TINY_CLI_ARGS, f"--data.cache_dir={cache_dir}"]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """Two training steps of the tiny main experiment on a world with planted label noise."""
-    root = tmp_path_factory.mktemp("audit-run")
-    args = [*TINY_CLI_ARGS, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}"]
-    main(["fit", "--config", MAIN, *args, "--data.world.label_noise=0.1"])
-    return root / "version_0"
+@pytest.fixture
+def run_dir(tiny_run_label_noise: Path) -> Path:
+    """Two training steps of the tiny main experiment on a world with planted label noise (shared: read only)."""
+    return tiny_run_label_noise
 
 
 def _audit(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -79,7 +76,7 @@ def test_data_only_audit_with_thresholds_and_strict_exit(
     tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "audit"
-    args = ["--config", MAIN, *_tiny_set(cache_dir), "--out", str(out), "--data-only", "--no-plots", *FAST]
+    args = ["--config", MAIN, *_tiny(cache_dir), "--out", str(out), "--data-only", "--no-plots", *FAST]
     code, stdout, _ = _audit(capsys, *args, "--splits", "train", "test", "--max-imbalance-ratio", "1.0",
                              "--max-duplicate-text-fraction", "none", "--strict")  # fmt: skip
     assert code == 1 and "audit FAILED" in stdout  # no sample of 96 labels over 6 classes is perfectly balanced
@@ -93,7 +90,7 @@ def test_without_a_checkpoint_the_configured_model_is_trained_first(
     tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "audit"
-    code, _, _ = _audit(capsys, "--config", MAIN, *_tiny_set(cache_dir), "--out", str(out), "--no-plots",
+    code, _, _ = _audit(capsys, "--config", MAIN, *_tiny(cache_dir), "--out", str(out), "--no-plots",
                         "--mismatch-negatives", "40", *FAST)  # fmt: skip
     assert code == 0
     report = json.loads((out / "audit.json").read_text())
@@ -104,21 +101,24 @@ def test_without_a_checkpoint_the_configured_model_is_trained_first(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "data.world.colour=3"], "colour=3"),
+        (["--data.world.colour", "3"], "colour"),
         (["--max-imbalance-ratio", "0.5"], "audit max_imbalance_ratio=0.5: must be >= 1"),
         (["--max-label-error-fraction", "2"], "audit max_label_error_fraction=2.0: a fraction must lie in [0, 1]"),
         (["--folds", "1"], "audit folds=1: must be >= 2"),
         (["--near-duplicate-distance", "300"], "near_duplicate_distance=300: must lie in 0..255"),
         (["--splits", "dev"], "split(s) ['dev'] not in the data; it has ['test', 'train', 'val']"),
         (["--ckpt", "/no/such.ckpt"], "--ckpt '/no/such.ckpt': no such file"),
-        (["--set", "data.batch_size"], "--set takes KEY=VALUE"),
+        (["--set", "data.batch_size=8"], "--set is gone; give config overrides as in `mmfuse fit`: --data.batch_size"),
+        (["--data.batch_size"], "--data.batch_size needs a value"),
+        (["--data.batch_size", "8", "stray"], "unrecognized argument 'stray'"),
+        (["--model.optim.lr", "0.1"], "override --model.optim.lr: optim is a top-level section now: --optim.lr"),
     ],
 )
 def test_bad_input_is_one_line(
     tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
 ) -> None:
     out = tmp_path / "never"
-    code, _, stderr = _audit(capsys, "--config", MAIN, *_tiny_set(cache_dir), "--out", str(out), "--data-only", *args)
+    code, _, stderr = _audit(capsys, "--config", MAIN, *_tiny(cache_dir), "--out", str(out), "--data-only", *args)
     assert code == 2 and stderr.startswith("mmfuse: error: ") and message in stderr
     assert len(stderr.strip().splitlines()) == 1 and not out.exists()
 
@@ -136,7 +136,7 @@ def test_a_checkpoint_of_another_model_is_refused(
     run_dir: Path, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     ckpt = str(run_dir / "checkpoints" / "last.ckpt")
-    data = [f"--set={a[2:]}" for a in TINY_CLI_ARGS if a.startswith("--data.")] + [f"--set=data.cache_dir={cache_dir}"]
+    data = [a for a in TINY_CLI_ARGS if a.startswith("--data.")] + ["--data.cache_dir", str(cache_dir)]
     code, _, stderr = _audit(capsys, "--config", MAIN, "--ckpt", ckpt, *data, "--out", str(tmp_path / "never"))
     assert code == 2 and "does not match the configured model" in stderr and "model.width" in stderr
     assert not (tmp_path / "never").exists()

@@ -8,19 +8,15 @@ from pathlib import Path
 import pytest
 
 from mmfuse.cli import main
-from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.conftest import REPO
 
 MAIN = str(REPO / "experiments" / "shapes_color.yaml")
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """Two training steps of the tiny main experiment."""
-    root = tmp_path_factory.mktemp("baselines-run")
-    main(
-        ["fit", "--config", MAIN, *TINY_CLI_ARGS, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}"]
-    )
-    return root / "version_0"
+@pytest.fixture
+def run_dir(tiny_run: Path) -> Path:
+    """Two training steps of the tiny main experiment (shared: read only)."""
+    return tiny_run
 
 
 def _baselines(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -50,7 +46,7 @@ def test_ladder_from_a_checkpoint(run_dir: Path, tmp_path: Path, capsys: pytest.
         (["--split", "train"], "--split 'train' is the split the probes are fit on"),
         (["--split", "dev"], "split(s) ['dev'] not in the data"),
         (["--level", "95"], "--level=95.0: a confidence level must lie strictly between 0 and 1"),
-        (["--set", "model.fusion.nam=concat"], "nam"),
+        (["--model.fusion.nam", "concat"], "--model.fusion.nam"),
         (["--model", "/no/such/dir"], "--model '/no/such/dir': no such directory"),
     ],
 )

@@ -8,19 +8,15 @@ from pathlib import Path
 import pytest
 
 from mmfuse.cli import main
-from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.conftest import REPO
 
 MAIN = str(REPO / "experiments" / "shapes_color.yaml")
-WORLD = ["--data.world.protected_attribute=true", "--data.world.protected_frame=true", "--data.world.shift=true"]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """Two training steps of the tiny main experiment on a world with names, frames and a shifted split."""
-    root = tmp_path_factory.mktemp("probe-run")
-    args = [*TINY_CLI_ARGS, *WORLD, f"--trainer.default_root_dir={root}", f"--data.cache_dir={cache_dir}"]
-    main(["fit", "--config", MAIN, *args])
-    return root / "version_0"
+@pytest.fixture
+def run_dir(tiny_run_protected: Path) -> Path:
+    """Two training steps of the tiny main experiment on names, frames and a shifted split (shared: read only)."""
+    return tiny_run_protected
 
 
 def _probe(capsys: pytest.CaptureFixture, run_dir: Path, *args: str) -> tuple[int, str, str]:
@@ -69,10 +65,10 @@ def test_robustness_with_the_shifted_split(run_dir: Path, tmp_path: Path, capsys
         (["counterfactual", "--image-edit", "nope"], "--image-edit 'nope': unknown image_edit 'nope'"),
         (["counterfactual", "--tolerance", "2"], "--tolerance (2.0) and --dp-tolerance (None) must be in [0, 1]"),
         (["counterfactual", "--no-text"], "--no-text leaves nothing to probe: give --image-edit"),
-        (["counterfactual", "--image-edit", "shapes_frame", "--set", "data.world.protected_frame=false"],
+        (["counterfactual", "--image-edit", "shapes_frame", "--data.world.protected_frame", "false"],
          "--image-edit shapes_frame needs a world with a protected frame"),
-        (["counterfactual", "--set", "data.world.protected_attribute=false",
-          "--set", "data.world.protected_frame=false"], "none of the 32 examples has a probed attribute"),
+        (["counterfactual", "--data.world.protected_attribute", "false",
+          "--data.world.protected_frame=false"], "none of the 32 examples has a probed attribute"),
         (["counterfactual", "--split", "dev"], "--split 'dev': the data has splits ['shift', 'test', 'train', 'val']"),
         (["robustness", "--severities", "0", "3"], "--severities [0]: choose from 1..5"),
         (["robustness", "--image-corruptions", "fog"], "--image-corruptions ['fog']: known names are ["),
@@ -107,5 +103,5 @@ def test_checkpoint_of_another_architecture_is_refused(
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["probe", "robustness", "--config", MAIN, "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
-              "--out", str(tmp_path / "never"), f"--set=data.cache_dir={cache_dir}"])  # fmt: skip
+              "--out", str(tmp_path / "never"), f"--data.cache_dir={cache_dir}"])  # fmt: skip
     assert exit_info.value.code == 2 and "does not match the configured model" in capsys.readouterr().err

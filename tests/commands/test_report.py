@@ -8,18 +8,18 @@ import pytest
 from PIL import Image
 
 from mmfuse.cli import main
-from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.conftest import REPO
 
 MAIN = str(REPO / "experiments" / "shapes_color.yaml")
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """Two training steps of the tiny main experiment on a world whose questions start with a name."""
-    root = tmp_path_factory.mktemp("report-run")
-    args = [*TINY_CLI_ARGS, "--data.world.protected_attribute=true", f"--trainer.default_root_dir={root}"]
-    main(["fit", "--config", MAIN, *args, f"--data.cache_dir={cache_dir}"])
-    return root / "version_0"
+@pytest.fixture
+def run_dir(tiny_run_protected: Path) -> Path:
+    """Two training steps of the tiny main experiment on a world whose questions start with a name.
+
+    The probes' run, shared and read only: its images also carry a frame, and its world has a shifted split.
+    """
+    return tiny_run_protected
 
 
 def _report(capsys: pytest.CaptureFixture, run_dir: Path, *args: str) -> tuple[int, str, str]:
@@ -55,7 +55,7 @@ def test_report_gathers_found_checks_and_runs_one(run_dir: Path, tmp_path: Path,
     [
         (["--run", "audit,fairness"], "--run ['fairness']: choose from audit,baselines,counterfactual,robustness"),
         (["--from", "/no/such/dir"], "--from '/no/such/dir': no such directory"),
-        (["--set", "data.batch_size"], "--set takes KEY=VALUE"),
+        (["--set", "data.batch_size=8"], "--set is gone; give config overrides as in `mmfuse fit`: --data.batch_size"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -75,6 +75,6 @@ def test_missing_checkpoint_and_other_architecture(
     ckpt = str(run_dir / "checkpoints" / "last.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         main(["report", "--config", MAIN, "--ckpt", ckpt, "--out", str(tmp_path / "never"),
-              f"--set=data.cache_dir={cache_dir}"])  # fmt: skip
+              f"--data.cache_dir={cache_dir}"])  # fmt: skip
     assert exit_info.value.code == 2 and "does not match the configured model" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()

@@ -13,7 +13,6 @@ from PIL import Image
 
 from mmfuse.cli import main
 from mmfuse.provenance import PACKAGES
-from tests.conftest import REPO, TINY_CLI_ARGS
 from tests.test_runs import make_run
 
 
@@ -131,29 +130,17 @@ def test_list_without_runs_is_an_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 2 and "missing" in err
 
 
-def test_real_fit_records_provenance_and_is_listed(
-    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
-) -> None:
-    config = str(REPO / "experiments" / "shapes_color.yaml")
-    main(
-        [
-            "fit",
-            "--config",
-            config,
-            *TINY_CLI_ARGS,
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--data.cache_dir={cache_dir}",
-        ]
-    )
-    record = json.loads((tmp_path / "version_0" / "provenance.json").read_text())
+def test_real_fit_records_provenance_and_is_listed(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
+    fit_root = tiny_run.parent  # the shared tiny run's `--trainer.default_root_dir`, read only
+    record = json.loads((fit_root / "version_0" / "provenance.json").read_text())
     assert {"created", "argv", "git", "packages", "hardware", "seed", "data_fingerprint"} <= set(record)
     assert record["seed"] == 0 and re.fullmatch(r"[0-9a-f]{64}", record["data_fingerprint"])
     assert set(record["packages"]) == {"python", *PACKAGES} and record["packages"]["lightning"]
     assert record["hardware"]["cpu_count"] >= 1
     git = record["git"]
     assert re.fullmatch(r"[0-9a-f]{40}", git["commit"]) and isinstance(git["dirty"], bool)
-    assert (tmp_path / "version_0" / "git.diff").is_file() == git["dirty"]
+    assert (fit_root / "version_0" / "git.diff").is_file() == git["dirty"]
     capsys.readouterr()
-    code, out, _ = _run(capsys, "list", "--root", str(tmp_path))
+    code, out, _ = _run(capsys, "list", "--root", str(fit_root))
     row = out.splitlines()[2].split()
     assert code == 0 and row[0] == "version_0" and row[3] == git["commit"][:7] + ("*" if git["dirty"] else "")

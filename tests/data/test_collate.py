@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from mmfuse.data.collate import ImageTextCollator, image_id_hash
+from mmfuse.data.images import to_tensor
 from mmfuse.data.tokenizer import train_word_tokenizer
 
 
@@ -41,3 +42,12 @@ def test_rows_without_extras_give_the_plain_batch() -> None:
     assert batch.image_ids is None and batch.indices is None and batch.soft_targets is None
     moved = batch.to("cpu")
     assert moved.images.shape == (1, 3, 4, 4) and moved.labels is not None
+
+
+def test_images_are_laid_out_nchw_in_memory() -> None:
+    """Convolutions follow their input's memory layout; NHWC-strided images (a plain permute of the decoded HWC
+    pixels) would give a 1x1 convolution NHWC-strided weight gradients, which DDP's buckets do not match."""
+    collate = ImageTextCollator(train_word_tokenizer(["a red square"]))
+    images = collate([_row("a", 0), _row("b", 1)]).images
+    assert images.shape == (2, 3, 4, 4) and images.is_contiguous()
+    assert to_tensor(Image.new("RGB", (4, 4))).is_contiguous()

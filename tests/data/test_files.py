@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -284,12 +285,14 @@ def test_one_caption_per_image_per_epoch(tmp_path: Path) -> None:
 def test_the_command_line_fills_preprocess_from_the_vision_encoder(tmp_path: Path) -> None:
     from jsonargparse import Namespace
 
+    from mmfuse.experiment import read_experiment
     from mmfuse.training.cli import _default_preprocess, build_from_config
     from tests.conftest import REPO, TINY_CLI_ARGS
 
     root = captions_dataset(tmp_path / "caps", num_images=4)
     experiment = tmp_path / "files.yaml"
-    experiment.write_text((REPO / "experiments" / "shapes_color.yaml").read_text().split("\ndata:")[0])
+    values, _ = read_experiment(REPO / "experiments" / "shapes_color.yaml")  # its base merged in: the copy lives here
+    experiment.write_text(yaml.safe_dump({key: value for key, value in values.items() if key != "data"}))
     source = {"format": "captions_csv", "root": str(root), "split_sizes": {"train": 2, "test": 2}}
     args = [f"--data={json.dumps({'class_path': 'ImageTextDataModule', 'init_args': {'source': source}})}",
             "--data.image_size=32", f"--data.cache_dir={tmp_path / 'cache'}", "--model.task=retrieval",

@@ -1,4 +1,4 @@
-"""The contrastive head and the symmetric InfoNCE loss with same-image positives."""
+"""The contrastive head: unit-norm embeddings and a clamped, learnable logit scale."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmfuse.errors import ConfigError
-from mmfuse.heads import ContrastiveHead, ContrastiveHeadConfig, contrastive_loss, same_image_mask
+from mmfuse.heads import ContrastiveHead, ContrastiveHeadConfig
 
 
 def test_embeddings_are_unit_norm_and_logits_scaled() -> None:
@@ -29,35 +28,10 @@ def test_learned_scale_is_clamped_and_a_fixed_one_does_not_train() -> None:
     head = ContrastiveHead(ContrastiveHeadConfig(max_logit_scale=20.0), dim=4)
     with torch.no_grad():
         head.logit_scale.fill_(math.log(1000.0))
-    assert float(head.scale()) == pytest.approx(20.0)
+    assert float(head.scale().detach()) == pytest.approx(20.0)
     assert not ContrastiveHead(ContrastiveHeadConfig(learn_temperature=False), dim=4).logit_scale.requires_grad
 
 
 def test_a_temperature_beyond_the_clamp_is_refused() -> None:
     with pytest.raises(ConfigError, match="temperature=0.001"):
         ContrastiveHeadConfig(temperature=0.001)
-
-
-def test_distinct_images_give_clips_loss() -> None:
-    logits = torch.randn(4, 4)
-    expected = (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits.T, torch.arange(4))) / 2
-    torch.testing.assert_close(contrastive_loss(logits, torch.tensor([7, 3, 9, 1])), expected)
-
-
-def test_captions_of_one_image_are_not_pushed_apart() -> None:
-    # Rows 0 and 1 are two captions of image 5 (the batch holds that image twice, columns 0 and 1).
-    image_ids = torch.tensor([5, 5, 2])
-    assert same_image_mask(image_ids).tolist() == [[True, True, False], [True, True, False], [False, False, True]]
-    logits = torch.tensor([[3.0, 3.0, 0.0], [3.0, 3.0, 0.0], [0.0, 0.0, 3.0]], requires_grad=True)
-    loss = contrastive_loss(logits, image_ids)
-    loss.backward()
-    assert logits.grad is not None
-    # Text 0 scored against its image's second copy (column 1) is a positive: the loss does not lower that score
-    # (a negative would get a positive gradient, i.e. be pushed down) and treats both copies alike.
-    assert float(logits.grad[0, 1]) <= 0.0
-    torch.testing.assert_close(logits.grad[0, 0], logits.grad[0, 1])
-    # Plain CLIP (each copy a negative of the other) would push that score down.
-    clip_logits = logits.detach().clone().requires_grad_(True)
-    targets = torch.arange(3)
-    ((F.cross_entropy(clip_logits, targets) + F.cross_entropy(clip_logits.T, targets)) / 2).backward()
-    assert clip_logits.grad is not None and float(clip_logits.grad[0, 1]) > 0.0

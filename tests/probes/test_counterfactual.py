@@ -26,9 +26,9 @@ def test_model_that_reads_the_name_flips_every_time(data: ProbeData) -> None:
     report = counterfactual_report(model, data, n_boot=200)
     gender, names = report["gender"], report["first_names"]
     assert gender.overall is not None and names.overall is not None
-    assert gender.overall.flip_rate.value == 1.0 and names.overall.flip_rate.value == 1.0
+    assert gender.overall.flip_rate.estimate == 1.0 and names.overall.flip_rate.estimate == 1.0
     assert gender.overall.n_examples == 20 and names.overall.n_examples == 40  # she/he; anna, james, maria, omar
-    assert gender.overall.mean_abs_delta_p.value > 0.9 and not report.passed and gender.passed is False
+    assert gender.overall.mean_abs_delta_p.estimate > 0.9 and not report.passed and gender.passed is False
     assert {p.label for p in names.pairs} == {"female -> male", "male -> female"}
     assert report["religion"].overall is None and report["religion"].passed is None  # absent, no verdict
     example = gender.examples[0]
@@ -39,9 +39,9 @@ def test_model_that_reads_the_name_flips_every_time(data: ProbeData) -> None:
 def test_model_that_reads_one_value_flips_only_that_pair(data: ProbeData) -> None:
     model = TokenModel(token_ids(data, ["anna"]))  # anna <-> james flips; maria <-> omar does not
     names = counterfactual_report(model, data, attributes=["first_names"], n_boot=200)["first_names"]
-    assert names.overall is not None and names.overall.flip_rate.value == pytest.approx(0.5)
+    assert names.overall is not None and names.overall.flip_rate.estimate == pytest.approx(0.5)
     pairs = {p.label: p for p in names.pairs}
-    assert pairs["female -> male"].flip_rate.value == 0.5 and pairs["male -> female"].flip_rate.value == 0.5
+    assert pairs["female -> male"].flip_rate.estimate == 0.5 and pairs["male -> female"].flip_rate.estimate == 0.5
     assert names.overall.flip_rate.low < 0.5 < names.overall.flip_rate.high
 
 
@@ -49,14 +49,14 @@ def test_model_that_ignores_the_text_passes_with_zero_change(data: ProbeData) ->
     report = assert_invariant(RedModel(), data, tolerance=0.0, dp_tolerance=0.0)
     for result in report.attributes:
         if result.overall is not None:
-            assert result.overall.flip_rate.value == 0.0 and result.overall.mean_abs_delta_p.value == 0.0
+            assert result.overall.flip_rate.estimate == 0.0 and result.overall.mean_abs_delta_p.estimate == 0.0
     assert report.passed and "none of 20" in report.to_markdown()
 
 
 def test_token_model_that_reads_an_unlisted_word_is_no_false_alarm(data: ProbeData) -> None:
     model = TokenModel(token_ids(data, ["circle"]))  # depends on the text, not on a protected term
     report = assert_invariant(model, data)
-    assert all(r.overall is None or r.overall.flip_rate.value == 0.0 for r in report.attributes)
+    assert all(r.overall is None or r.overall.flip_rate.estimate == 0.0 for r in report.attributes)
 
 
 def test_assert_invariant_raises_with_the_report(data: ProbeData) -> None:
@@ -98,11 +98,11 @@ def test_image_edit_flips_an_image_model_and_not_a_text_model(data: ProbeData) -
     edit = ImageCounterfactual("colour", _recolour, pair=_colour_pair)
     image_report = counterfactual_report(RedModel(), data, attributes=(), image_edits=[edit], n_boot=100)
     colour = image_report["colour"]
-    assert colour.kind == "image" and colour.overall is not None and colour.overall.flip_rate.value == 1.0
+    assert colour.kind == "image" and colour.overall is not None and colour.overall.flip_rate.estimate == 1.0
     assert {p.label for p in colour.pairs} == {"red -> blue", "blue -> red"}
     text_model = TokenModel(token_ids(data, ["she"]))
     text_report = counterfactual_report(text_model, data, attributes=(), image_edits=[edit], n_boot=100)
-    assert text_report.passed and text_report["colour"].overall.flip_rate.value == 0.0  # type: ignore[union-attr]
+    assert text_report.passed and text_report["colour"].overall.flip_rate.estimate == 0.0  # type: ignore[union-attr]
 
 
 def crop(image: Tensor, record: dict) -> Tensor:

@@ -85,10 +85,10 @@ def test_frame_probe_flags_a_frame_model_and_passes_a_centre_model() -> None:
     frame = resolve_image_edit("shapes_frame")
     flagged = counterfactual_report(FrameModel(), data, attributes=(), image_edits=[frame], n_boot=100)
     result = flagged["frame"]
-    assert result.overall is not None and result.overall.flip_rate.value == 1.0 and not flagged.passed
+    assert result.overall is not None and result.overall.flip_rate.estimate == 1.0 and not flagged.passed
     assert {p.label for p in result.pairs} == {"group0 -> group1", "group1 -> group0"}
     clean = counterfactual_report(RedModel(), data, attributes=(), image_edits=[frame], n_boot=100)
-    assert clean.passed and clean["frame"].overall.flip_rate.value == 0.0  # type: ignore[union-attr]
+    assert clean.passed and clean["frame"].overall.flip_rate.estimate == 0.0  # type: ignore[union-attr]
 
 
 def recolour(image: torch.Tensor, record: dict) -> torch.Tensor:
@@ -101,7 +101,7 @@ def test_resolve_by_name_and_by_import_path() -> None:
     assert isinstance(by_path, ImageCounterfactual) and by_path.name == "recolour" and by_path.edit is recolour
     assert by_path.pair_of({}) == ("original", "edited")
     report = counterfactual_report(RedModel(), make_data(["a"] * 4), attributes=(), image_edits=[by_path], n_boot=50)
-    assert report["recolour"].overall.flip_rate.value == 1.0  # type: ignore[union-attr]
+    assert report["recolour"].overall.flip_rate.estimate == 1.0  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="unknown image_edit 'shapes_fram'"):
         resolve_image_edit("shapes_fram")
     with pytest.raises(ConfigError, match="cannot import 'nope' from 'tests.probes.test_image_edits'"):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mmfuse.probes._stats import Estimate
 from mmfuse.probes.invariance import AttributeResult, CounterfactualReport, InvarianceResult
+from mmfuse.stats import Interval
 
 
 def _result(label: str, flips: float, passed: bool, n: int = 50) -> InvarianceResult:
-    return InvarianceResult(label, n, n, Estimate(flips, max(flips - 0.1, 0), min(flips + 0.1, 1), n),
-                            Estimate(flips / 2, 0.0, flips, n), passed)  # fmt: skip
+    return InvarianceResult(label, n, n, Interval(flips, max(flips - 0.1, 0), min(flips + 0.1, 1), n),
+                            Interval(flips / 2, 0.0, flips, n), passed)  # fmt: skip
 
 
 def _report() -> CounterfactualReport:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmfuse.errors import ConfigError
 from mmfuse.probes.data import ProbeData
-from mmfuse.probes.robustness import example_seed, robustness_report
+from mmfuse.probes.robustness import bootstrap_relative_drop, example_seed, robustness_report
 from tests.probes.conftest import RedModel, TokenModel, make_data, token_ids
 
 FAST = {"severities": [1, 3, 5], "n_boot": 100}
@@ -24,26 +25,29 @@ def striped() -> ProbeData:
 
 def test_image_model_is_untouched_by_text_perturbations_and_hurt_by_image_ones(striped: ProbeData) -> None:
     report = robustness_report(RedModel(), striped, image_corruptions=["contrast"], joint="pairs", **FAST)
-    assert report.clean.value == 1.0
+    assert report.clean.estimate == 1.0
     for condition in report.conditions:
         if condition.kind == "text":
-            assert condition.accuracy.value == 1.0 and condition.relative_drop.value == 0.0
-    contrast = [c.accuracy.value for c in report.curves("image")["contrast"]]
+            assert condition.accuracy.estimate == 1.0 and condition.relative_drop.estimate == 0.0
+    contrast = [c.accuracy.estimate for c in report.curves("image")["contrast"]]
     assert contrast[-1] <= contrast[0]
     joint = report.curves("joint")
     assert set(joint) == {f"contrast+{t}" for t in ("case", "synonyms", "typos", "word_dropout")}
-    assert joint["contrast+typos"][-1].accuracy.value == report.curves("image")["contrast"][-1].accuracy.value
+    assert joint["contrast+typos"][-1].accuracy.estimate == report.curves("image")["contrast"][-1].accuracy.estimate
 
 
 def test_text_model_is_untouched_by_image_corruptions_and_hurt_by_word_dropout(striped: ProbeData) -> None:
     model = TokenModel(token_ids(striped, ["she"]))
     report = robustness_report(model, striped, text_perturbations=["word_dropout", "case"], joint="mixed", **FAST)
-    assert report.clean.value == 1.0
+    assert report.clean.estimate == 1.0
     for condition in report.conditions:
         if condition.kind == "image":
-            assert condition.accuracy.value == 1.0 and condition.relative_drop.value == 0.0
+            assert condition.accuracy.estimate == 1.0 and condition.relative_drop.estimate == 0.0
     dropout = report.curves("text")["word_dropout"]
-    assert dropout[-1].relative_drop.value > 0.0 and dropout[-1].relative_drop.value >= dropout[0].relative_drop.value
+    assert (
+        dropout[-1].relative_drop.estimate > 0.0
+        and dropout[-1].relative_drop.estimate >= dropout[0].relative_drop.estimate
+    )
     assert list(report.curves("joint")) == ["mixed"] and len(report.curves("joint")["mixed"]) == 3
 
 
@@ -56,7 +60,7 @@ def test_shifted_split_and_written_files(striped: ProbeData, tmp_path: Path) -> 
         split="val", **FAST,
     )  # fmt: skip
     shift = report.curves("shift")["shift"][0]
-    assert shift.accuracy.value == 0.0 and shift.relative_drop.value == 1.0 and shift.accuracy.n == 10
+    assert shift.accuracy.estimate == 0.0 and shift.relative_drop.estimate == 1.0 and shift.accuracy.n == 10
     paths = report.write(tmp_path)
     assert [p.name for p in paths] == ["robustness.json", "robustness.md", "robustness.png"]
     data = json.loads(paths[0].read_text())
@@ -89,3 +93,25 @@ def test_bad_settings(striped: ProbeData) -> None:
     unlabelled = ProbeData([{k: v for k, v in r.items() if k != "label"} for r in striped.records], striped.collate)
     with pytest.raises(ConfigError, match="no 'label'"):
         robustness_report(RedModel(), unlabelled, **FAST)
+
+
+def test_relative_drop_interval_covers_the_true_drop() -> None:
+    """Paired: a perturbation that breaks 20 % of the correct answers has a true relative drop of 0.2."""
+    rng = np.random.default_rng(2)
+    n, covered_drop, covered_acc = 300, [], []
+    for k in range(200):
+        clean = rng.random(n) < 0.9
+        perturbed = clean & (rng.random(n) < 0.8)
+        accuracy, drop = bootstrap_relative_drop(clean, perturbed, paired=True, n_boot=400, seed=k)
+        covered_drop.append(drop.low <= 0.2 <= drop.high)  # type: ignore[operator]
+        covered_acc.append(accuracy.low <= 0.72 <= accuracy.high)  # type: ignore[operator]
+    assert 0.91 <= np.mean(covered_drop) <= 0.99 and 0.91 <= np.mean(covered_acc) <= 0.99
+
+
+def test_unpaired_drop_and_edge_cases() -> None:
+    accuracy, drop = bootstrap_relative_drop(np.ones(50), np.r_[np.ones(25), np.zeros(25)], paired=False)
+    assert accuracy.estimate == 0.5 and drop.estimate == 0.5 and drop.low < 0.5 < drop.high  # type: ignore[operator]
+    _, undefined = bootstrap_relative_drop(np.zeros(10), np.zeros(10), paired=True)
+    assert undefined.estimate is None
+    with pytest.raises(ValueError, match="equal shape"):
+        bootstrap_relative_drop(np.ones(3), np.ones(4), paired=True)

@@ -120,16 +120,10 @@ def test_rng_callback_refuses_another_world_size() -> None:
         callback.on_train_start(trainer, None)  # type: ignore[arg-type]
 
 
-def _tiny_fit(root: Path, cache_dir: Path) -> Path:
-    main(["fit", "--config", MAIN, *TINY_CLI_ARGS, f"--trainer.default_root_dir={root}",
-          f"--data.cache_dir={cache_dir}"])  # fmt: skip
-    return root / "version_0" / "checkpoints" / "last.ckpt"
-
-
 def test_resuming_a_checkpoint_of_another_architecture_fails_before_training(
-    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
+    tiny_run: Path, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    ckpt = _tiny_fit(tmp_path / "a", cache_dir)
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"  # shared: only read, the refused fit writes under tmp_path
     hparams = dict(safe_load(ckpt)["hyper_parameters"])
     check_checkpoint_matches(ckpt, hparams)  # its own config matches
     weighted = {**hparams, "contrastive": {**dict(hparams.get("contrastive") or {}), "itm_weight": 0.25}}
@@ -170,3 +164,23 @@ def test_cli_reports_a_full_disk_before_the_first_step(
               f"--data.cache_dir={cache_dir}"])  # fmt: skip
     assert exit_info.value.code == 2 and "not enough disk space" in capsys.readouterr().err
     assert not (tmp_path / "version_0" / "metrics.csv").exists()
+
+
+def test_a_checkpoint_written_before_task_and_contrastive_existed_loads_and_matches(tmp_path: Path) -> None:
+    # Older checkpoints: optim and speed beside the model's fields in hyper_parameters (as now), no task or
+    # contrastive (fields added later): loading builds their defaults, and the architecture check compares them so.
+    import lightning as L
+
+    from tests.conftest import TINY_SPEC, TINY_TEXT, TINY_VISION
+
+    module = FusionLitModule(width=16, vision=TINY_VISION["resnet"], text=TINY_TEXT["bert"], data_spec=TINY_SPEC)
+    hparams = {key: value for key, value in dict(module.hparams).items() if key not in ("task", "contrastive")}
+    assert {"optim", "speed"} <= set(hparams)
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": L.__version__}, path)  # fmt: skip
+    loaded = FusionLitModule.load_from_checkpoint(path)
+    assert loaded.model_cfg == module.model_cfg and loaded.optim == module.optim
+    check_checkpoint_matches(path, dict(module.hparams))
+    with pytest.raises(ConfigError, match=r"model.task: checkpoint 'classification', config 'retrieval'"):
+        check_checkpoint_matches(path, {**dict(module.hparams), "task": "retrieval"})

@@ -22,8 +22,8 @@ EMA_ARGS = [
     "--last_checkpoint.every_n_train_steps=2",
     "--trainer.val_check_interval=1.0",
     "--trainer.num_sanity_val_steps=0",
-    "--model.optim.ema_decay=0.5",
-    "--model.optim.unfreeze_after_steps=5",
+    "--optim.ema_decay=0.5",
+    "--optim.unfreeze_after_steps=5",
 ]
 
 

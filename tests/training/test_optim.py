@@ -1,4 +1,4 @@
-"""Fine-tuning optimisation (``model.optim``): learning-rate multipliers per module, layer-wise decay in the
+"""Fine-tuning optimisation (``optim``): learning-rate multipliers per module, layer-wise decay in the
 encoders, no weight decay on norms, biases and embeddings, frozen-then-trained encoders, gradient clipping, EMA."""
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def test_bad_optim_input_is_one_line_naming_the_value() -> None:
         FusionLitModule(width=16, vision=torchvision, text=TINY_TEXT["bert"],
                         optim=OptimConfig(layer_decay=0.75), data_spec=TINY_SPEC)  # fmt: skip
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match=r"unfreeze_after_epochs=1 and model.optim.unfreeze_after_steps=100 are "):
+    with pytest.raises(ConfigError, match=r"unfreeze_after_epochs=1 and optim.unfreeze_after_steps=100 are "):
         OptimConfig(unfreeze_after_epochs=1, unfreeze_after_steps=100)
     with pytest.raises(ConfigError, match=r"layer_decay=1.5 must be in"):
         OptimConfig(layer_decay=1.5)

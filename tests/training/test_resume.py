@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from mmfuse.experiment import read_experiment
 from mmfuse.training import safe_load
 from tests.conftest import REPO, TINY_CLI_ARGS
 from tests.data.test_transforms import noise_captions
@@ -48,7 +49,7 @@ def _experiment(tmp_path: Path, case: str) -> tuple[Path, list[str]]:
     """The experiment file and arguments of ``case``."""
     if case == "shapes":
         return REPO / "experiments" / "shapes_color.yaml", RESUME_ARGS
-    experiment = yaml.safe_load((REPO / "experiments" / "shapes_color.yaml").read_text())
+    experiment, _ = read_experiment(REPO / "experiments" / "shapes_color.yaml")  # base merged: the copy lives elsewhere
     experiment["data"] = AUGMENTED_DATA
     experiment["data"]["init_args"]["source"]["root"] = str(noise_captions(tmp_path / "captions", 28, 3))
     path = tmp_path / "augmented.yaml"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mmfuse.heads import MATCH, NO_MATCH, matching_pairs, sample_hard_negatives
+from mmfuse.heads import MATCH, NO_MATCH
+from mmfuse.tasks import matching_pairs, sample_hard_negatives
 from mmfuse.types import EncoderOutput
 
 
