@@ -14,6 +14,7 @@ beside their encoders (torch, timm and transformers), but not Lightning.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ SECTIONS = (*_TYPED, *_PASSED_ON, *_RUN_ONLY)
 """The top-level keys of an experiment YAML (besides ``base``)."""
 # Sections that sat under `model:` before they got their own top-level homes.
 _MOVED = ("optim", "speed")
+logger = logging.getLogger(__name__)
 
 
 def read_experiment(path: str | Path) -> tuple[dict[str, Any], Path | None]:
@@ -46,7 +48,8 @@ def read_experiment(path: str | Path) -> tuple[dict[str, Any], Path | None]:
 
     Raises:
         ConfigError: the file or its base is missing, is not a YAML mapping, names a base of its own, or holds
-            ``model.optim`` / ``model.speed`` (now top-level sections). Other keys are the parser's to check.
+            both ``model.optim`` and a top-level ``optim`` (or ``speed``). Other keys are the parser's to check; the
+            former layout, ``optim`` / ``speed`` under ``model:``, is read as top-level sections with a warning.
     """
     path = Path(path)
     values = _read_yaml(path)
@@ -164,9 +167,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: not a YAML mapping of sections (model:, data:, trainer: ...)")
     model = values.get("model")
-    moved = [key for key in _MOVED if isinstance(model, dict) and key in model]
-    if moved:
-        raise ConfigError(f"{path}: model.{moved[0]} is a top-level section now: move it out of model: ({moved[0]}:)")
+    for key in [key for key in _MOVED if isinstance(model, dict) and key in model]:
+        # the layout of run configs written before optim and speed left model: (a run's config.yaml stays readable)
+        if key in values:
+            raise ConfigError(f"{path}: model.{key} and {key}: both given; {key} is a top-level section, keep that one")
+        values[key] = model.pop(key)
+        logger.warning("%s: model.%s is read as the top-level section %s: (its place now)", path, key, key)
     return values
 
 

@@ -83,7 +83,7 @@ def test_an_override_without_a_value_is_named() -> None:
         ("model:\n  fusion:\n    nam: concat\n", "Group 'model' does not accept option 'fusion.nam'"),
         ("model:\n  width: wide\n", 'Parser key "model.width": Expected a'),
         ("optm:\n  lr: 0.1\n", "unknown section 'optm'"),
-        ("model:\n  optim:\n    lr: 0.1\n", "model.optim is a top-level section now: move it out of model: (optim:)"),
+        ("model:\n  optim:\n    lr: 0.1\noptim:\n  lr: 0.2\n", "model.optim and optim: both given"),
         ("- a list\n", "not a YAML mapping"),
     ],
 )
@@ -95,12 +95,19 @@ def test_a_bad_key_in_the_file_is_one_line_naming_the_key_and_the_file(tmp_path:
     assert len(str(err.value).splitlines()) == 1
 
 
-def test_mmfuse_fit_refuses_the_old_layout_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    path = _write(tmp_path / "old.yaml", "model:\n  speed:\n    compile: true\n")
+def test_the_former_layout_of_a_run_config_is_read_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run configs written when optim and speed sat under model: still load, in load_config and in mmfuse fit."""
+    path = _write(tmp_path / "old.yaml", "model:\n  speed:\n    compile: true\n  optim:\n    lr: 0.25\n")
+    cfg = load_config(path)
+    assert cfg.speed.compile is True and cfg.optim.lr == 0.25
+    assert "model.speed is read as the top-level section speed:" in caplog.text and str(path) in caplog.text
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(path), "--print_config"])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "model.speed is a top-level section now" in err and str(path) in err
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert exit_info.value.code == 0 and printed["speed"]["compile"] is True and printed["optim"]["lr"] == 0.25
+    assert "optim" not in printed["model"] and "speed" not in printed["model"]
 
 
 def test_an_experiment_shows_only_what_it_changes_over_its_base(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -94,8 +94,9 @@ class MMFuseArgumentParser(LightningArgumentParser):
 class ExperimentConfigFile(ActionConfigFile):
     """``--config``: jsonargparse's config file action that also reads an experiment's ``base:`` file.
 
-    A file with a base is parsed as its values merged over the base's (:func:`~mmfuse.experiment.read_experiment`,
-    as :func:`mmfuse.load_config` reads it); a file without one is parsed as jsonargparse parses it.
+    A file is parsed as :func:`~mmfuse.experiment.read_experiment` reads it, as :func:`mmfuse.load_config` does: its
+    values merged over its base file's, and a run config of the former layout (``optim`` / ``speed`` under
+    ``model:``) with those sections moved to the top level. A YAML string is parsed as jsonargparse parses it.
     """
 
     @staticmethod
@@ -105,10 +106,10 @@ class ExperimentConfigFile(ActionConfigFile):
             is_file = "\n" not in str(value) and path.is_file()
         except OSError:  # a YAML string too long for a file name
             is_file = False
-        values, base = read_experiment(path) if is_file else (None, None)
-        if base is None:
+        if not is_file:
             ActionConfigFile.apply_config(parser, cfg, dest, value)
             return
+        values, _ = read_experiment(path)
         ActionConfigFile.apply_config(parser, cfg, dest, yaml.safe_dump(values, sort_keys=False))
         cfg[dest][-1] = ConfigPath(str(path), mode="fr")  # the experiment file, not the merged text
 
