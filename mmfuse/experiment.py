@@ -167,7 +167,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: not a YAML mapping of sections (model:, data:, trainer: ...)")
     model = values.get("model")
-    for key in [key for key in _MOVED if isinstance(model, dict) and key in model]:
+    if not isinstance(model, dict):
+        return values  # the parser says what is wrong with a model: that is not a mapping
+    for key in [key for key in _MOVED if key in model]:
         # the layout of run configs written before optim and speed left model: (a run's config.yaml stays readable)
         if key in values:
             raise ConfigError(f"{path}: model.{key} and {key}: both given; {key} is a top-level section, keep that one")
