@@ -63,6 +63,7 @@ def collect_environment(device: torch.device) -> dict[str, Any]:
         "git_error": git.get("error"),
         "cpu_model": hardware["processor"],
         "cpu_count": hardware["cpu_count"],
+        "cpu_flags": hardware["cpu_flags"],  # which precisions have hardware units: AVX512-BF16, AMX-BF16, AVX512-FP16
         "threads": torch.get_num_threads(),
         "platform": hardware["platform"],
     }

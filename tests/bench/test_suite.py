@@ -10,6 +10,7 @@ import pytest
 
 from mmfuse.bench.report import load_results
 from mmfuse.bench.suite import run_amp_benchmark
+from mmfuse.commands.bench import fastest_precisions
 from tests.bench.conftest import fast_config
 
 CELL_FIELDS = {
@@ -18,7 +19,8 @@ CELL_FIELDS = {
     "peak_tflops", "peak_source", "mfu", "nonfinite_losses", "scaler_skipped_steps", "scaler_final_scale",
 }  # fmt: skip
 ENVIRONMENT_FIELDS = {
-    "device_name", "device_type", "cuda", "cudnn", "versions", "git_commit", "git_dirty", "cpu_model", "threads",
+    "device_name", "device_type", "cuda", "cudnn", "versions", "git_commit", "git_dirty", "cpu_model", "cpu_flags",
+    "threads",
 }  # fmt: skip
 
 
@@ -52,3 +54,13 @@ def test_markdown_and_plot_are_written(results_dir: Path) -> None:
     assert "## tiny" in md and "| 32-true | 2 | ok |" in md and "## Loss parity with 32-true" in md
     assert "fp16 autocast on CPU is not a training precision" in md
     assert (results_dir / "amp_tiny.png").stat().st_size > 1000
+
+
+def test_quick_names_the_fastest_precision_of_each_size(results_dir: Path) -> None:
+    results = load_results(results_dir)
+    ok = [c for c in results["cells"] if c["status"] == "ok"]
+    best = min(ok, key=lambda c: c["step_s_median"])
+    lines = fastest_precisions(results).splitlines()
+    assert lines[0].startswith(f"fastest precision on {results['environment']['device_name']} (1 threads; units: ")
+    assert lines[1].startswith(f"  tiny: {best['precision']} ({best['speedup_vs_32_true']:.2f}x of 32-true; ")
+    assert len(lines) == 2 and all(c["precision"] in lines[1] for c in ok)
