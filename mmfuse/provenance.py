@@ -20,9 +20,8 @@ from typing import Any
 
 from mmfuse.errors import ConfigError
 from mmfuse.io import read_json, write_atomic, write_json
-from mmfuse.io import write_atomic as write_text_atomic  # re-exported: an older public name of write_atomic
 
-__all__ = ["DIFF_FILE", "PACKAGES", "PROVENANCE_FILE", "collect_provenance", "write_provenance", "write_text_atomic"]
+__all__ = ["DIFF_FILE", "PACKAGES", "PROVENANCE_FILE", "collect_provenance", "write_provenance"]
 
 PROVENANCE_FILE = "provenance.json"
 DIFF_FILE = "git.diff"

@@ -24,8 +24,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import write_atomic
 from mmfuse.metrics import first_of_each
-from mmfuse.provenance import write_text_atomic
 from mmfuse.tasks import SplitPredictions, TaskObjective
 from mmfuse.types import Batch
 
@@ -107,7 +107,7 @@ class PredictionWriter(BasePredictionWriter):
             if "index" in row:  # a row that stands for an example: add the data's own ids
                 row |= {column: values[position[row["index"]]] for column, values in dataset_ids.items()}
         self.path = Path(run_dir) / PREDICTIONS_FILE
-        write_text_atomic(self.path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        write_atomic(self.path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         log.info("%d prediction rows (%d examples) written to %s", len(rows), len(indices), self.path)
 
 
