@@ -6,6 +6,9 @@
         --row "c) fine-tuned=runs/flickr8k_finetune/version_0" \
         --row "d) fine-tuned + ITM re-ranking=runs/flickr8k_finetune/version_0:_itm"
 
+``--keep "label[=former label]"`` carries a row of the existing ``<name>.json`` over unchanged (renamed when a former
+label is given), for rows whose run directories are gone.
+
 Each row names a run directory written by ``mmfuse fit`` or ``mmfuse validate`` (its ``metrics.csv``,
 ``config.yaml`` and ``provenance.json``); the last validation row of ``metrics.csv`` gives text->image and
 image->text recall@1/5/10 (``val/t2i_r5``...; a ``:_itm`` suffix reads the ITM re-ranked columns,
@@ -74,10 +77,20 @@ def to_markdown(name: str, rows: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True, help="result file stem under benchmarks/results/")
-    parser.add_argument("--row", action="append", required=True, help="'label=run_dir[:_itm]'")
+    parser.add_argument("--row", action="append", default=[], help="'label=run_dir[:_itm]'")
+    parser.add_argument("--keep", action="append", default=[], help="'label[=former label]' of the existing file")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
-    rows = {}
+    if not args.row and not args.keep:
+        parser.error("give at least one --row or --keep")
+    rows: dict[str, dict[str, Any]] = {}
+    if args.keep:
+        existing = json.loads((args.out / f"{args.name}.json").read_text())
+        for spec in args.keep:
+            label, _, former = spec.partition("=")
+            if (former or label) not in existing:
+                raise SystemExit(f"--keep {spec!r}: {args.name}.json has no row {former or label!r}: {list(existing)}")
+            rows[label] = existing[former or label]
     for spec in args.row:
         label, _, target = spec.partition("=")
         run_dir, _, suffix = target.partition(":")

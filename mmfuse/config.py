@@ -189,7 +189,7 @@ class ExperimentConfig:
             arguments), base file and overrides merged in; the data module checks it when it is built.
         trainer: the ``trainer:`` section (arguments of Lightning's ``Trainer``), likewise.
         extra: the other top-level entries (``seed_everything``, ``checkpoint``, ``last_checkpoint``, ``predictions``,
-            ``trackers``), likewise.
+            ``trackers``, ``baselines``), likewise.
         path: the YAML file read, if any.
     """
 

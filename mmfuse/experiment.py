@@ -31,7 +31,16 @@ BASE_KEY = "base"
 _TYPED = ("model", "optim", "speed")
 # Sections that only Lightning's classes can check (Trainer, data modules, callbacks): kept as written, checked when
 # the experiment is built (mmfuse.training.cli.build_from_config).
-_PASSED_ON = ("seed_everything", "trainer", "data", "checkpoint", "last_checkpoint", "predictions", "trackers")
+_PASSED_ON = (
+    "seed_everything",
+    "trainer",
+    "data",
+    "checkpoint",
+    "last_checkpoint",
+    "predictions",
+    "trackers",
+    "baselines",
+)
 # Keys of the training commands (a run's saved config.yaml holds fit's), not of the experiment: dropped.
 _RUN_ONLY = ("ckpt_path", "weights_only", "verbose", "return_predictions")
 SECTIONS = (*_TYPED, *_PASSED_ON, *_RUN_ONLY)

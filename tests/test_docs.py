@@ -14,6 +14,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.conftest import script
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -26,11 +28,7 @@ def _python_blocks(text: str) -> list[str]:
 
 
 def _docs_figures() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docs_figures", REPO / "scripts" / "docs_figures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script("docs_figures")
 
 
 def test_readme_opens_with_the_make_commands_and_stays_short() -> None:

@@ -180,6 +180,18 @@ def _assert_within(written: dict, resolved: dict) -> None:
             assert resolved.get(key) == value, key
 
 
+def test_the_baselines_section_is_kept_and_reaches_the_fit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    experiment = _write(
+        tmp_path / "x.yaml", f"base: {MAIN.parent / 'base' / 'shapes.yaml'}\nbaselines:\n  enabled: false\n"
+    )
+    cfg = load_config(experiment, ["--baselines.max_train=500"])
+    assert cfg.extra["baselines"] == {"enabled": False, "max_train": 500}
+    assert cfg.to_dict()["baselines"] == {"enabled": False, "max_train": 500}
+    printed = _printed(capsys, "--config", str(experiment), "--baselines.max_train=500")
+    assert printed["baselines"] == {"enabled": False, "max_train": 500, "max_val": 5000, "min_gain": 0.0}
+    assert _printed(capsys, "--config", str(MAIN))["baselines"]["enabled"] is True  # on by default
+
+
 def test_optim_and_speed_reach_the_module_from_their_own_sections(tmp_path: Path, cache_dir: Path) -> None:
     args = [*TINY_CLI_ARGS, f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}"]
     cli = build_from_config(MAIN, [*args, "--optim.lr", "0.02", "--speed.freeze_text=true"])

@@ -4,7 +4,8 @@ with no cross-modal interaction), and the model itself, each with a bootstrap in
 model's gain over the best simpler rung as a paired bootstrap interval graded against a minimum gain.
 
 Probes are the standardised logistic regression of :func:`mmfuse.audit.label_errors.make_probe`, fit on the
-training split's features and scored on the evaluation split.
+training split's features and scored on the evaluation split. Rungs measured elsewhere, such as the unimodal and
+concat fusions trained end to end (``mmfuse baselines --trained``), join the ladder as :class:`TrainedRung`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -24,7 +25,15 @@ from mmfuse.progress import track
 from mmfuse.stats import Check, Interval, bootstrap_interval
 from mmfuse.tables import format_table
 
-__all__ = ["LadderRow", "BaselineLadder", "majority_correct", "probe_correct", "baseline_ladder", "write_ladder"]
+__all__ = [
+    "LadderRow",
+    "BaselineLadder",
+    "TrainedRung",
+    "majority_correct",
+    "probe_correct",
+    "baseline_ladder",
+    "write_ladder",
+]
 
 # (rung, feature set of SplitFeatures.get, method) of the probe rungs, simplest first.
 PROBE_RUNGS: tuple[tuple[str, str, str], ...] = (
@@ -59,6 +68,22 @@ class LadderRow:
             "accuracy": None if self.accuracy is None else self.accuracy.as_dict(),
             "note": self.note,
         }
+
+
+@dataclass(frozen=True)
+class TrainedRung:
+    """A simpler model scored on the evaluation split outside the ladder, e.g. the image-only fusion trained end to
+    end.
+
+    Attributes:
+        name: the rung, e.g. ``image only (trained)``.
+        method: how it was trained.
+        correct: (n,) bool per-example correctness on the evaluation split, in its record order.
+    """
+
+    name: str
+    method: str
+    correct: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -110,6 +135,28 @@ class BaselineLadder:
         ]
         return "\n".join(lines) + "\n"
 
+    def to_text(self) -> str:
+        """The ladder as a plain-text table with the gain underneath (what ``mmfuse fit`` prints)."""
+        rows = [_ladder_row(row)[:3] for row in self.rows]
+        table = format_table(["rung", "accuracy", f"{_level(self)} interval"], rows, "text", "lrl")
+        check = self.checks[0]
+        return "\n".join(
+            [
+                f"baseline ladder ({self.split} split; chance {1.0 / self.num_classes:.3f})",
+                table,
+                f"model minus {self.best_baseline}: {self.gain.format()} (paired bootstrap); minimum gain "
+                f"{check.threshold}: {check.status}",
+            ]
+        )
+
+
+class LadderLike(Protocol):
+    """What :func:`write_ladder` writes: a ladder's JSON fields and its Markdown."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def to_markdown(self) -> str: ...
+
 
 def majority_correct(train_labels: ArrayLike, labels: ArrayLike) -> np.ndarray:
     """(n,) bool: whether the most frequent training label is each example's label.
@@ -141,6 +188,7 @@ def baseline_ladder(
     level: float = 0.95,
     n_boot: int = 1000,
     seed: int = 0,
+    trained: Sequence[TrainedRung] = (),
 ) -> BaselineLadder:
     """Every rung on the evaluation split.
 
@@ -155,6 +203,7 @@ def baseline_ladder(
         level: confidence level of the intervals.
         n_boot: bootstrap resamples.
         seed: seed of the probes and the resampling.
+        trained: rungs scored elsewhere (simpler models trained end to end), placed after the probes.
     """
     y = np.asarray(labels, dtype=np.int64)
     num_classes = int(evaluation.logits.shape[1])
@@ -164,12 +213,21 @@ def baseline_ladder(
         return LadderRow(name, method, accuracy, correct, note)
 
     rows = [row("majority class", "the most frequent training label", majority_correct(train_labels, y))]
+    is_single_class = len(np.unique(np.asarray(train_labels))) < 2  # nothing for a probe to tell apart
     for name, feature_set, method in track(PROBE_RUNGS, "probes", unit="rungs", detail=lambda rung: rung[0]):
         fit_on, score_on = train.get(feature_set), evaluation.get(feature_set)
         if fit_on is None or score_on is None:
             rows.append(row(name, method, None, f"the model has no {feature_set} features to probe"))
             continue
+        if is_single_class:
+            rows.append(row(name, method, None, "the training labels hold a single class"))
+            continue
         rows.append(row(name, method, probe_correct(fit_on, train_labels, score_on, y, seed)))
+    for rung in trained:
+        correct = np.asarray(rung.correct, dtype=bool)
+        if correct.shape != y.shape:
+            raise ValueError(f"trained rung {rung.name!r}: {correct.shape} correctness values for {y.shape} labels")
+        rows.append(row(rung.name, rung.method, correct))
     rows.append(row(model_name, "the model's own predictions", evaluation.logits.argmax(1) == y))
     simpler = [r for r in rows[:-1] if r.correct is not None and r.accuracy is not None]
     best = max(simpler, key=lambda r: r.accuracy.estimate or 0.0)  # type: ignore[union-attr]
@@ -180,7 +238,7 @@ def baseline_ladder(
     return BaselineLadder(split, num_classes, rows, best.name, gain, [check])
 
 
-def write_ladder(ladder: BaselineLadder, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
+def write_ladder(ladder: LadderLike, out_dir: str | Path, extra: dict[str, Any] | None = None) -> list[Path]:
     """Write ``baselines.json`` (with ``extra`` settings merged in) and ``baselines.md`` into ``out_dir``."""
 
     out = Path(out_dir)

@@ -43,7 +43,13 @@ class AuditConfig:
         max_label_error_fraction: flagged likely label errors allowed in a split.
         mismatch_z: flag pairs whose matching score's robust z-score is below ``-mismatch_z``; > 0.
         mismatch_negatives: shuffled pairs the matching probe learns from (one extra forward pass over them).
-        max_mismatch_fraction: flagged likely mismatches allowed in a split.
+        max_mismatch_fraction: flagged likely mismatches allowed in a split (image-text or caption-image).
+        caption_negatives: random other images paired with each caption: the random pairs of the caption-image
+            mismatch probe of a retrieval model (:mod:`mmfuse.audit.caption_mismatch`); >= 1.
+        caption_mismatch_threshold: flag a caption whose estimated probability of not describing its image is at
+            least this (1/2: the Bayes decision); in (0, 1).
+        caption_itm: also read the ITM head's match probability of every caption's pairs (one fusion pass per
+            pair; the split's image tokens are kept in memory meanwhile).
         level: confidence level of every interval.
         n_boot: bootstrap resamples.
         seed: seed of folds, probes, shuffles and resampling.
@@ -66,6 +72,9 @@ class AuditConfig:
     mismatch_z: float = 3.0
     mismatch_negatives: int = 2000
     max_mismatch_fraction: float | None = 0.02
+    caption_negatives: int = 3
+    caption_mismatch_threshold: float = 0.5
+    caption_itm: bool = False
     level: float = 0.95
     n_boot: int = 1000
     seed: int = 0
@@ -92,10 +101,14 @@ class AuditConfig:
                 f"audit label_error_features={self.label_error_features!r}: use fused, logits, image, text or "
                 "image+text"
             )
-        positive = {"folds": 2, "mismatch_negatives": 2, "n_boot": 1, "max_listed": 0}
+        positive = {"folds": 2, "mismatch_negatives": 2, "caption_negatives": 1, "n_boot": 1, "max_listed": 0}
         for name, least in positive.items():
             if getattr(self, name) < least:
                 raise ConfigError(f"audit {name}={getattr(self, name)}: must be >= {least}")
+        if not 0.0 < self.caption_mismatch_threshold < 1.0:
+            raise ConfigError(
+                f"audit caption_mismatch_threshold={self.caption_mismatch_threshold}: must lie strictly between 0 and 1"
+            )
         if self.mismatch_z <= 0:
             raise ConfigError(f"audit mismatch_z={self.mismatch_z}: must be > 0")
         check_level(self.level, "audit level")

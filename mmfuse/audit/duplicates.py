@@ -7,6 +7,11 @@ benchmarking of perceptual image hash functions", 2010): two images whose hashes
 ``max_distance`` bits are near duplicates. The default 16 x 16 hash (256 bits) keeps small synthetic images apart
 that the common 8 x 8 hash confuses, and still matches re-encoded (JPEG), brightened or lightly noised copies.
 Texts are compared after case folding and whitespace normalisation.
+
+Data whose rows share images (several captions or questions per image) is compared image by image: each distinct
+image is hashed once (:attr:`ImageHashes.image_of` maps rows to images), the duplicate-image fractions count
+distinct images, and the captions of one image are neither near-duplicate images of each other nor duplicate
+examples unless their texts are equal too. Image groups and matches are listed by the first row of each image.
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ class ImageHashes:
     """Hashes of the images of one split.
 
     Attributes:
-        content: per image, the SHA-256 hex digest of its RGB pixels and size.
-        perceptual: (n, W) uint64, the bits of each image's perceptual hash packed into W words.
+        content: per distinct image, the SHA-256 hex digest of its RGB pixels and size.
+        perceptual: (I, W) uint64, the bits of each image's perceptual hash packed into W words.
+        image_of: (n,) int64, each row's image (an index into ``content``); None = one image per row (n = I).
     """
 
     content: list[str]
     perceptual: np.ndarray
+    image_of: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.content)
@@ -54,6 +61,22 @@ class ImageHashes:
     @property
     def num_bits(self) -> int:
         return int(self.perceptual.shape[1]) * 64
+
+    @property
+    def num_rows(self) -> int:
+        """Rows (examples) of the split, n."""
+        return len(self.content) if self.image_of is None else len(self.image_of)
+
+    def rows_image(self) -> np.ndarray:
+        """(n,) int64: each row's image."""
+        return np.arange(len(self.content), dtype=np.int64) if self.image_of is None else self.image_of
+
+    def first_rows(self) -> np.ndarray:
+        """(I,) int64: the first row of each image (images without a row get -1)."""
+        first = np.full(len(self.content), -1, dtype=np.int64)
+        image_of = self.rows_image()
+        first[image_of[::-1]] = np.arange(len(image_of) - 1, -1, -1)  # the last write per image is its first row
+        return first
 
 
 @dataclass(frozen=True)
@@ -108,7 +131,8 @@ class Leakage:
     Attributes:
         split: the evaluation split.
         n: its examples.
-        image_matches: (P, 3) int rows ``(eval index, train index, Hamming distance)``, one row per match.
+        image_matches: (P, 3) int rows ``(eval index, train index, Hamming distance)``, one row per matching pair
+            of images (each named by its first row).
         leaked_images: eval indices whose image has an exact or near match in training.
         leaked_examples: eval indices whose image matches a training image that carries the same text.
         leaked_texts: eval indices whose (normalised) text occurs in training.
@@ -139,13 +163,14 @@ class Leakage:
         }
 
 
-def hash_images(images: Iterable[Image.Image], hash_size: int = 16) -> ImageHashes:
+def hash_images(images: Iterable[Image.Image], hash_size: int = 16, image_of: np.ndarray | None = None) -> ImageHashes:
     """Content and perceptual hashes of images.
 
     Args:
-        images: PIL images (any mode; converted to RGB).
+        images: PIL images (any mode; converted to RGB), one per distinct image.
         hash_size: side of the DCT hash; the hash has ``hash_size ** 2`` bits (a multiple of 64 needs
             ``hash_size`` a multiple of 8).
+        image_of: (n,) each row's image, an index into ``images``; None = one image per row.
     """
     import imagehash
 
@@ -161,7 +186,11 @@ def hash_images(images: Iterable[Image.Image], hash_size: int = 16) -> ImageHash
         bits.append(np.packbits(imagehash.phash(rgb, hash_size=hash_size).hash.reshape(-1)))
     words = hash_size * hash_size // 64
     packed = np.stack(bits).view(">u8").astype(np.uint64) if bits else np.zeros((0, words), np.uint64)
-    return ImageHashes(content, packed.reshape(-1, words))
+    if image_of is not None:
+        image_of = np.asarray(image_of, dtype=np.int64)
+        if len(image_of) and (image_of.min() < 0 or image_of.max() >= len(content)):
+            raise ValueError(f"image_of points outside the {len(content)} images hashed")
+    return ImageHashes(content, packed.reshape(-1, words), image_of)
 
 
 def normalise_text(text: str) -> str:
@@ -252,6 +281,28 @@ def _equal_key_pairs(keys: Sequence[str]) -> np.ndarray:
     return np.array(kept, dtype=np.int64).reshape(-1, 2)
 
 
+def _in_rows(found: DuplicateSet, first_rows: np.ndarray) -> DuplicateSet:
+    """``found`` (groups of image indices) with each image named by its first row."""
+    groups = [[int(first_rows[i]) for i in g] for g in found.groups]
+    return DuplicateSet(found.kind, groups, found.redundant, found.fraction)
+
+
+def _example_pairs(image_pairs: np.ndarray, image_of: np.ndarray, text_keys: Sequence[str]) -> np.ndarray:
+    """(P, 2) row pairs with the same text whose images are the same or linked by ``image_pairs`` ((Q, 2))."""
+    same_image = _equal_key_pairs([f"{image}\x00{key}" for image, key in zip(image_of.tolist(), text_keys)])
+    rows_of: dict[int, list[int]] = {}
+    for row, image in enumerate(image_of.tolist()):
+        rows_of.setdefault(image, []).append(row)
+    linked = [
+        (i, j)
+        for a, b in image_pairs[:, :2].tolist()
+        for i in rows_of.get(a, [])
+        for j in rows_of.get(b, [])
+        if text_keys[i] == text_keys[j]
+    ]
+    return np.concatenate([same_image, np.array(linked, dtype=np.int64).reshape(-1, 2)])
+
+
 def find_duplicates(
     split: str,
     hashes: ImageHashes,
@@ -266,27 +317,31 @@ def find_duplicates(
 
     Args:
         split: the split's name (for the report).
-        hashes: the split's image hashes.
-        texts: the split's texts, index-aligned.
+        hashes: the split's image hashes (one per distinct image, mapped to rows by ``image_of``).
+        texts: the split's texts, one per row.
         max_distance: Hamming distance (bits) at or below which two images are near duplicates.
-        max_image_fraction: largest allowed fraction of redundant near-duplicate images; None = reported only.
+        max_image_fraction: largest allowed fraction of redundant near-duplicate images (of the distinct images);
+            None = reported only.
         max_text_fraction: the same for texts (templated questions repeat by design, so None by default).
         max_example_fraction: the same for examples (near-duplicate image and the same text).
         level: confidence level of the intervals.
     """
-    n = len(hashes)
+    n, num_images = hashes.num_rows, len(hashes)
     if len(texts) != n:
-        raise ValueError(f"{split}: {len(texts)} texts for {n} images")
+        raise ValueError(f"{split}: {len(texts)} texts for {n} rows")
     _check_distance(max_distance, hashes.num_bits)
     text_keys = [normalise_text(t) for t in texts]
-    exact = _equal_key_pairs(hashes.content)
+    exact = _equal_key_pairs(hashes.content)  # (P, 2) image pairs
     near = np.concatenate([exact, hamming_pairs(hashes.perceptual, None, max_distance)[:, :2]])
-    same_text = np.array([text_keys[i] == text_keys[j] for i, j in near], dtype=bool).reshape(-1)
+    first = hashes.first_rows()
+    examples = _example_pairs(near, hashes.rows_image(), text_keys)
     sets = {
-        "exact_images": duplicate_set("exact images", n, exact, level),
-        "near_images": duplicate_set("near-duplicate images (exact included)", n, near, level),
+        "exact_images": _in_rows(duplicate_set("exact images", num_images, exact, level), first),
+        "near_images": _in_rows(
+            duplicate_set("near-duplicate images (exact included)", num_images, near, level), first
+        ),
         "texts": duplicate_set("texts", n, _equal_key_pairs(text_keys), level),
-        "examples": duplicate_set("examples (near-duplicate image, same text)", n, near[same_text], level),
+        "examples": duplicate_set("examples (near-duplicate image, same text)", n, examples, level),
     }
     checks = [
         Check(f"near-duplicate image fraction ({split})", sets["near_images"].fraction, max_image_fraction),
@@ -310,8 +365,9 @@ def find_leakage(
 
     Args:
         split: the evaluation split's name.
-        train: the training split's hashes and texts.
-        other: the evaluation split's hashes and texts.
+        train: the training split's hashes and texts (one text per row).
+        other: the evaluation split's hashes and texts. Matches are found image by image and listed by the first
+            row of each image; every row of a matched image counts as leaked.
         max_distance: Hamming distance (bits) at or below which two images match.
         max_image_fraction: largest allowed fraction of eval examples with a matching training image.
         max_example_fraction: largest allowed fraction of eval examples whose image and text occur in training.
@@ -320,7 +376,10 @@ def find_leakage(
     """
     (train_hashes, train_texts), (eval_hashes, eval_texts) = train, other
     _check_distance(max_distance, train_hashes.num_bits)
-    n = len(eval_hashes)
+    n = eval_hashes.num_rows
+    for hashes, texts, which in ((train_hashes, train_texts, "train"), (eval_hashes, eval_texts, split)):
+        if len(texts) != hashes.num_rows:
+            raise ValueError(f"{which}: {len(texts)} texts for {hashes.num_rows} rows")
     train_index: dict[str, int] = {}
     for i, key in enumerate(train_hashes.content):
         train_index.setdefault(key, i)
@@ -330,11 +389,23 @@ def find_leakage(
     matches = matches[np.lexsort((matches[:, 2], matches[:, 1], matches[:, 0]))]
     _, first = np.unique(matches[:, :2], axis=0, return_index=True)  # an exact match is also a near one: keep one
     matches = matches[np.sort(first)]
-    matches = matches[np.lexsort((matches[:, 2], matches[:, 0]))]  # by eval index, closest first
+    matches = matches[np.lexsort((matches[:, 2], matches[:, 0]))]  # by eval image, closest first
     train_keys = [normalise_text(t) for t in train_texts]
     eval_keys = [normalise_text(t) for t in eval_texts]
-    leaked_images = sorted({int(i) for i in matches[:, 0]})
-    leaked_examples = sorted({int(i) for i, j, _ in matches if eval_keys[i] == train_keys[j]})
+    texts_of: dict[int, set[str]] = {}  # train image -> the texts of its rows
+    for image, key in zip(train_hashes.rows_image().tolist(), train_keys):
+        texts_of.setdefault(image, set()).add(key)
+    matched_to: dict[int, list[int]] = {}  # eval image -> the train images it matches
+    for i, j, _ in matches.tolist():
+        matched_to.setdefault(i, []).append(j)
+    eval_image = eval_hashes.rows_image().tolist()
+    leaked_images = [row for row, image in enumerate(eval_image) if image in matched_to]
+    leaked_examples = [
+        row for row in leaked_images if any(eval_keys[row] in texts_of.get(j, ()) for j in matched_to[eval_image[row]])
+    ]
+    if len(matches):  # images named by their first rows
+        matches = np.stack([eval_hashes.first_rows()[matches[:, 0]], train_hashes.first_rows()[matches[:, 1]],
+                            matches[:, 2]], axis=1)  # fmt: skip
     known_texts = set(train_keys)
     leaked_texts = [i for i, key in enumerate(eval_keys) if key in known_texts]
     checks = [

@@ -43,6 +43,7 @@ def audit_markdown(report: AuditReport, plots: Sequence[str] = ()) -> str:
     lines += [f"- {key}: `{value}`" for key, value in report.source.items()]
     lines += ["", checks_table(report.checks), ""]
     lines += _balance(report) + _duplicates(report) + _label_errors(report) + _mismatches(report)
+    lines += _caption_mismatches(report)
     if report.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in report.notes], ""]
     cost = [[stage, f"{seconds:.1f}"] for stage, seconds in report.seconds.items()]
@@ -53,6 +54,8 @@ def audit_markdown(report: AuditReport, plots: Sequence[str] = ()) -> str:
 
 def _balance(report: AuditReport) -> list[str]:
     splits = list(report.balance)
+    if not splits:
+        return []
     rows = []
     for k, name in enumerate(report.class_names):
         cells = [name]
@@ -127,4 +130,34 @@ def _mismatches(report: AuditReport) -> list[str]:
     for split, found in report.mismatches.items():
         shown = ", ".join(f"#{i} (p={found.score[i]:.3f})" for i in found.indices[:_SHOWN])
         lines.append(f"- **{split}**: {len(found.indices)} flagged of {found.n} ({found.fraction.format(4)}) {shown}")
+    return lines + [""]
+
+
+def _caption_mismatches(report: AuditReport) -> list[str]:
+    if not report.caption_mismatches:
+        return []
+    cfg = report.config
+    lines = [
+        "## Likely caption-image mismatches",
+        "",
+        f"Each caption against its own image and {cfg.caption_negatives} random other images of its split, by "
+        "positive-unlabelled learning on the retrieval model's similarities (a probe of real against random pairs, "
+        "out of fold by image, calibrated per split); flagged at an estimated probability of a mismatch of "
+        f"{cfg.caption_mismatch_threshold:g} or more.",
+        "",
+    ]
+    for split, found in report.caption_mismatches.items():
+        lines.append(
+            f"- **{split}**: {len(found.indices)} flagged of {found.n} captions of {found.num_images} images "
+            f"({found.fraction.format(4)}); estimated mismatched fraction {found.prior.format(4)}; real against random "
+            f"pairs ROC AUC {found.separation:.3f}"
+        )
+        if found.ground_truth is not None:
+            gt = found.ground_truth
+            lines.append(f"  - against the planted mismatches: precision {gt.precision.format()}, "
+                         f"recall {gt.recall.format()}")  # fmt: skip
+        for i, row in list(zip(found.indices, found.listed))[:_SHOWN]:
+            text = row.get("text", "")
+            lines.append(f"  - #{i} {row['image_id']} (p={found.posterior[i]:.3f}, own image ranked "
+                         f"{found.own_rank[i] + 1}, best {row['best_image_id']}): {text}")  # fmt: skip
     return lines + [""]

@@ -28,14 +28,17 @@ def require_matplotlib() -> Any:
 
 
 def plot_audit(report: AuditReport, out_dir: Path) -> list[Path]:
-    """Class shares, duplicate fractions and, with model features, label quality and matching scores."""
+    """Class shares (labelled data), duplicate fractions and, with model features, label quality and matching
+    scores (or, with a retrieval model, caption mismatch probabilities)."""
     plt = require_matplotlib()
-    written = [_class_shares(plt, report, out_dir / "class_shares.png")]
+    written = [_class_shares(plt, report, out_dir / "class_shares.png")] if report.balance else []
     written.append(_duplicates(plt, report, out_dir / "duplicates.png"))
     if report.label_errors:
         written.append(_label_quality(plt, report, out_dir / "label_quality.png"))
     if report.mismatches:
         written.append(_matching(plt, report, out_dir / "matching_scores.png"))
+    if report.caption_mismatches:
+        written.append(_caption_matching(plt, report, out_dir / "caption_mismatches.png"))
     return written
 
 
@@ -107,4 +110,18 @@ def _matching(plt: Any, report: AuditReport, path: Path) -> Path:
     ax.set_ylabel("pairs")
     ax.legend(fontsize=7)
     ax.set_title("image-text matching")
+    return _save(plt, fig, path)
+
+
+def _caption_matching(plt: Any, report: AuditReport, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, 1, 41)
+    for split, found in report.caption_mismatches.items():
+        ax.hist(found.posterior, bins=bins, histtype="step", label=split)
+    ax.axvline(report.config.caption_mismatch_threshold, color="red", ls="--", lw=1, label="flagged from")
+    ax.set_yscale("log")
+    ax.set_xlabel("estimated probability that the caption does not describe its image")
+    ax.set_ylabel("captions")
+    ax.legend(fontsize=7)
+    ax.set_title("caption-image mismatches")
     return _save(plt, fig, path)

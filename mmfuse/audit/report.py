@@ -4,7 +4,9 @@
 :func:`audit_data` needs only the data (class balance, duplicates, leakage); :func:`audit_model` adds what needs
 frozen features of a model (label errors, image-text mismatches). The reference split (``train`` when present, else
 the first split) is where the probes are fit: its own examples are scored out of fold, the others by the probe fit
-on all of it. Each detector is a :mod:`mmfuse.progress` stage (reported by ``mmfuse audit``, silent otherwise).
+on all of it. :func:`audit_captions` adds instead the caption-image mismatches of image-caption data found with a
+retrieval model's embeddings, each split calibrated on its own. Each detector is a :mod:`mmfuse.progress` stage
+(reported by ``mmfuse audit``, silent otherwise).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from mmfuse.audit.balance import ClassBalance, class_balance
+from mmfuse.audit.caption_mismatch import CaptionMismatches, draw_other_images, find_caption_mismatches
 from mmfuse.audit.config import AuditConfig
 from mmfuse.audit.duplicates import ImageHashes, Leakage, SplitDuplicates, find_duplicates, find_leakage, hash_images
-from mmfuse.audit.features import SplitFeatures
+from mmfuse.audit.features import RetrievalFeatures, SplitFeatures
 from mmfuse.audit.label_errors import (
     LabelErrors,
     find_label_errors,
@@ -33,7 +36,15 @@ from mmfuse.io import write_atomic, write_json
 from mmfuse.progress import stage, track
 from mmfuse.stats import Check
 
-__all__ = ["AuditReport", "audit_data", "audit_model", "reference_split", "write_audit"]
+__all__ = [
+    "AuditReport",
+    "audit_captions",
+    "audit_data",
+    "audit_model",
+    "other_images",
+    "reference_split",
+    "write_audit",
+]
 
 
 @dataclass
@@ -48,6 +59,8 @@ class AuditReport:
         leakage: per evaluation split, its overlap with the training split.
         label_errors: per split, likely label errors (empty without model features).
         mismatches: per split, likely image-text mismatches (empty without model features).
+        caption_mismatches: per split, likely caption-image mismatches found with a retrieval model (empty
+            without one).
         notes: caveats for the reader (e.g. features that do not separate the classes).
         seconds: wall time of each stage.
         source: where the data and features came from (config, checkpoint).
@@ -60,6 +73,7 @@ class AuditReport:
     leakage: dict[str, Leakage] = field(default_factory=dict)
     label_errors: dict[str, LabelErrors] = field(default_factory=dict)
     mismatches: dict[str, Mismatches] = field(default_factory=dict)
+    caption_mismatches: dict[str, CaptionMismatches] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
@@ -70,7 +84,10 @@ class AuditReport:
         found: list[Check] = []
         for b in self.balance.values():
             found += b.checks
-        for group in (self.duplicates, self.leakage, self.label_errors, self.mismatches):
+        groups: tuple[Mapping[str, Any], ...] = (
+            self.duplicates, self.leakage, self.label_errors, self.mismatches, self.caption_mismatches,
+        )  # fmt: skip
+        for group in groups:
             for item in group.values():
                 found += item.checks
         return found
@@ -96,6 +113,7 @@ class AuditReport:
             "leakage": {s: leak.as_dict(listed) for s, leak in self.leakage.items()},
             "label_errors": {s: e.as_dict(listed, names) for s, e in self.label_errors.items()},
             "mismatches": {s: m.as_dict(listed) for s, m in self.mismatches.items()},
+            "caption_mismatches": {s: m.as_dict(listed) for s, m in self.caption_mismatches.items()},
             "notes": self.notes,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
@@ -109,23 +127,38 @@ def reference_split(splits: Mapping[str, Any], preferred: str = "train") -> str:
 def audit_data(
     splits: Mapping[str, SplitData], class_names: tuple[str, ...], cfg: AuditConfig, train_split: str = "train"
 ) -> AuditReport:
-    """Class balance, duplicates within every split, and leakage of the training split into the others."""
+    """Class balance (data with class labels), duplicates within every split, and leakage of the training split into
+    the others. Rows that share an image (``SplitData.image_ids``) are compared image by image."""
     report = AuditReport(tuple(class_names), cfg)
     start = time.perf_counter()
-    for name, split in track(splits.items(), "class balance", unit="splits", detail=_name):
+    labelled = {name: split for name, split in splits.items() if class_names and split.has_labels}
+    if len(labelled) < len(splits):
+        unlabelled = ", ".join(name for name in splits if name not in labelled)
+        report.notes.append(
+            f"no class labels in {unlabelled} (e.g. captions): class balance and label errors were not computed there"
+        )
+    for name, split in track(labelled.items(), "class balance", unit="splits", detail=_name):
         report.balance[name] = class_balance(
             split.labels, class_names, cfg.min_relative_share, cfg.max_imbalance_ratio, cfg.level, cfg.n_boot, cfg.seed,
             name,
         )  # fmt: skip
     report.seconds["balance"] = time.perf_counter() - start
     start = time.perf_counter()
-    with stage("image hashes", total=sum(len(s) for s in splits.values()), unit="images") as current:
-        hashes = {name: hash_images(current.track(split.images()), cfg.hash_size) for name, split in splits.items()}
+    with stage("image hashes", total=sum(s.num_images for s in splits.values()), unit="images") as current:
+        hashes = {
+            name: hash_images(current.track(split.images()), cfg.hash_size, _shared_images(split))
+            for name, split in splits.items()
+        }
     report.seconds["image_hashes"] = time.perf_counter() - start
     start = time.perf_counter()
     _duplicates_and_leakage(report, splits, hashes, train_split)
     report.seconds["duplicates"] = time.perf_counter() - start
     return report
+
+
+def _shared_images(split: SplitData) -> np.ndarray | None:
+    """Each row's image when rows share images, else None (one image per row)."""
+    return None if split.image_ids is None else split.image_of()
 
 
 def _duplicates_and_leakage(
@@ -166,7 +199,9 @@ def audit_model(
         train_split: the preferred reference split.
     """
     start = time.perf_counter()
-    _label_errors(report, splits, features, reference_split(splits, train_split))
+    labelled = {name: split for name, split in splits.items() if report.class_names and split.has_labels}
+    if labelled:
+        _label_errors(report, labelled, features, reference_split(labelled, train_split))
     report.seconds["label_errors"] = time.perf_counter() - start
     if negatives is None:
         return
@@ -179,6 +214,57 @@ def audit_model(
         score = matching_probabilities(positives, negatives.fused, held_out, cfg.folds, cfg.seed)
         report.mismatches[name] = find_mismatches(name, score, cfg.mismatch_z, cfg.max_mismatch_fraction, cfg.level)
     report.seconds["mismatches"] = time.perf_counter() - start
+
+
+def other_images(split: SplitData, cfg: AuditConfig) -> np.ndarray:
+    """(n, caption_negatives) random other images of each row of ``split``: the random pairs of the caption
+    mismatch probe (the same for the same split and seed)."""
+    return draw_other_images(split.image_of(), split.num_images, cfg.caption_negatives, cfg.seed)
+
+
+def audit_captions(
+    report: AuditReport,
+    splits: Mapping[str, SplitData],
+    features: Mapping[str, RetrievalFeatures],
+    is_mismatched: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Add likely caption-image mismatches found with a retrieval model's embeddings to ``report``.
+
+    Args:
+        report: the report of :func:`audit_data` (filled in place).
+        splits: the splits (their image ids and captions are listed with the flagged rows).
+        features: per split, the retrieval model's embeddings (:func:`~mmfuse.audit.extract_retrieval_features`);
+            a split without features, or with fewer than 2 images, is named in the notes.
+        is_mismatched: per split, (n,) bool ground truth of planted mismatches, scored when given.
+    """
+    start = time.perf_counter()
+    cfg = report.config
+    for name in track(list(splits), "caption mismatches", unit="splits", detail=str):
+        split = splits[name]
+        if name not in features or split.num_images < 2:
+            report.notes.append(f"caption mismatches were not searched in {name}: it needs 2 images or more and "
+                                "the retrieval model's embeddings")  # fmt: skip
+            continue
+        ids = [split.image_ids[i] for i in split.first_rows()] if split.image_ids is not None else None
+        report.caption_mismatches[name] = find_caption_mismatches(
+            name, features[name], other_images(split, cfg), ids, split.texts, cfg.caption_mismatch_threshold,
+            cfg.max_mismatch_fraction, None if is_mismatched is None else is_mismatched.get(name), cfg.folds,
+            cfg.level, cfg.n_boot, cfg.seed,
+        )  # fmt: skip
+        _note_weak_separation(report, report.caption_mismatches[name])
+    report.seconds["caption_mismatches"] = time.perf_counter() - start
+
+
+_WEAK_SEPARATION = 0.75  # ROC AUC of real against random pairs below which the flags mean little
+
+
+def _note_weak_separation(report: AuditReport, found: CaptionMismatches) -> None:
+    if found.separation < _WEAK_SEPARATION:
+        report.notes.append(
+            f"the retrieval model's embeddings hardly tell the {found.split} captions' own images from random ones "
+            f"(ROC AUC {found.separation:.3f} < {_WEAK_SEPARATION}): the caption mismatches flagged there mean little. "
+            "Audit with --ckpt of a model trained on this data."
+        )
 
 
 def _label_errors(

@@ -6,11 +6,14 @@ Examples::
         --out runs/audit
     mmfuse audit --config experiments/shapes_color.yaml --data-only --out runs/audit --max-imbalance-ratio 1.5
 
-Class balance, duplicates and leakage need only the data. Label errors and image-text mismatches need frozen
-features of a model trained on the data: ``--ckpt`` (with the ``--config`` it was trained with) or ``--model`` (a
-``save_pretrained`` directory); without either, the configured model is first trained as ``mmfuse fit`` would
-(shorten it with ``--trainer.max_epochs 1``), because a random network's features do not separate classes that
-depend on image and text together. Every threshold of :class:`~mmfuse.audit.AuditConfig` is a flag
+Class balance, duplicates and leakage need only the data (image-caption data on disk, ``ImageTextDataModule``, is
+compared image by image: the captions of one image are no duplicates of each other). Label errors and image-text
+mismatches need frozen features of a model trained on the data: ``--ckpt`` (with the ``--config`` it was trained
+with) or ``--model`` (a ``save_pretrained`` directory); without either, the configured model is first trained as
+``mmfuse fit`` would (shorten it with ``--trainer.max_epochs 1``), because a random network's features do not
+separate classes that depend on image and text together. A retrieval model (``model.task: retrieval``) is read for
+its contrastive embeddings instead, and the captions that do not describe their image are flagged
+(:mod:`mmfuse.audit.caption_mismatch`). Every threshold of :class:`~mmfuse.audit.AuditConfig` is a flag
 (``--max-label-error-fraction 0.02``; ``none`` = report without grading).
 
 Bad input (a wrong config key, a checkpoint of another model, an ``--out`` that cannot be written, a threshold out
@@ -43,6 +46,7 @@ __all__ = [
     "build_cli",
     "load_model",
     "read_features",
+    "read_retrieval_features",
     "prepare",
 ]
 
@@ -58,10 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("thresholds and settings (defaults of mmfuse.audit.AuditConfig)")
     hints = typing.get_type_hints(_audit_config_type())
     for f in dataclasses.fields(_audit_config_type()):
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
+            continue
         kind = _scalar(hints[f.name])
         optional = kind is not str and _is_optional(hints[f.name])
         group.add_argument(
-            "--" + f.name.replace("_", "-"),
+            flag,
             type=_optional(kind) if optional else kind,
             default=None,
             metavar=kind.__name__.upper(),
@@ -114,7 +122,14 @@ def run(args: argparse.Namespace) -> int:
     splits = inputs.splits
     report = audit_data(splits, inputs.datamodule.spec.class_names, cfg)
     report.source = {"config": args.config, "features": inputs.origin, "splits": ", ".join(splits)}
-    if inputs.model is not None:
+    if inputs.model is not None and getattr(inputs.model, "contrastive", None) is not None:
+        from mmfuse.audit import audit_captions
+
+        start = time.perf_counter()
+        embeddings = read_retrieval_features(inputs, splits, cfg, args)
+        report.seconds["features"] = time.perf_counter() - start
+        audit_captions(report, splits, embeddings)
+    elif inputs.model is not None:
         start = time.perf_counter()
         features, negatives = read_features(inputs, splits, cfg.mismatch_negatives, cfg.seed, args)
         report.seconds["features"] = time.perf_counter() - start
@@ -225,6 +240,30 @@ def read_features(
         features = {name: _features(inputs, s.rows, name, current, args) for name, s in splits.items()}
         negatives = None if pairs is None else _features(inputs, pairs, "shuffled pairs", current, args)
     return features, negatives
+
+
+def read_retrieval_features(
+    inputs: ModelInputs, splits: dict[str, Any], cfg: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    """A retrieval model's embeddings of every split of 2 images or more (with ``cfg.caption_itm``, the ITM head's
+    match probabilities of each caption with its own image and with its random other images too)."""
+    from mmfuse.audit import extract_retrieval_features
+    from mmfuse.audit.report import other_images
+
+    chosen = {name: s for name, s in splits.items() if s.num_images >= 2}
+    max_length = int(getattr(inputs.datamodule, "max_length", 64))
+    total = sum(s.num_images + len(s) for s in chosen.values())
+    embeddings = {}
+    with stage("embeddings", total=total, unit="images and captions") as current:
+        for name, split in chosen.items():
+            current.advance(0, detail=name)
+            pairs = None
+            if cfg.caption_itm:
+                pairs = np.concatenate([split.image_of()[:, None], other_images(split, cfg)], axis=1)  # (n, 1 + k)
+            embeddings[name] = extract_retrieval_features(
+                inputs.model, split, inputs.tokenizer, args.batch_size, args.device, max_length, pairs, current
+            )
+    return embeddings
 
 
 def _features(inputs: ModelInputs, rows: Any, name: str, progress: Stage, args: argparse.Namespace) -> Any:

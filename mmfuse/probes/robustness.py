@@ -32,10 +32,21 @@ from mmfuse.probes.text_perturb import TEXT_PERTURBATIONS, perturb_text
 from mmfuse.progress import stage, track
 from mmfuse.stats import Interval, bootstrap_interval
 
-__all__ = ["Condition", "RobustnessReport", "robustness_report", "bootstrap_relative_drop", "example_seed"]
+__all__ = [
+    "Condition",
+    "PlannedCondition",
+    "RobustnessReport",
+    "bootstrap_relative_drop",
+    "condition_label",
+    "example_seed",
+    "plan_conditions",
+    "robustness_report",
+]
 
 Joint = Literal["mixed", "pairs", "none"]
 SEVERITY_LEVELS = (1, 2, 3, 4, 5)
+PlannedCondition = tuple[str, str, int, TextEditFn | None, ImageEditFn | None]
+"""``(kind, name, severity, text edit, image edit)`` of one condition; an edit takes the example's index."""
 
 
 @dataclass(frozen=True)
@@ -159,12 +170,7 @@ def robustness_report(
         level: confidence level.
         seed: seed of every perturbation and of the bootstrap.
     """
-    images = _names(image_corruptions, IMAGE_CORRUPTIONS.names(), "image corruption")
-    texts = _names(text_perturbations, TEXT_PERTURBATIONS.names(), "text perturbation")
-    if joint not in ("mixed", "pairs", "none"):
-        raise ConfigError(f"joint={joint!r}: use mixed, pairs or none")
-    if not severities or any(s not in SEVERITY_LEVELS for s in severities):
-        raise ConfigError(f"severities {list(severities)}: choose from {list(SEVERITY_LEVELS)}")
+    plan = plan_conditions(image_corruptions, text_perturbations, joint, severities, seed)
     labels = data.labels.numpy()
     boot: dict[str, Any] = {"n_boot": n_boot, "level": level, "seed": seed}
 
@@ -172,12 +178,13 @@ def robustness_report(
         batches = data.batches(batch_size, text_edit=text_edit, image_edit=image_edit)
         return (predict_probs(model, batches).argmax(dim=1).numpy() == labels).astype(np.float64)
 
-    plan = _plan(images, texts, joint, severities, seed)
     with stage("clean accuracy", unit="examples") as current:
         clean = correct()
         current.advance(len(clean))
     conditions = []
-    for kind, name, severity, text_edit, image_edit in track(plan, "conditions", unit="conditions", detail=_label):
+    for kind, name, severity, text_edit, image_edit in track(
+        plan, "conditions", unit="conditions", detail=condition_label
+    ):
         accuracy, drop = bootstrap_relative_drop(clean, correct(text_edit, image_edit), paired=True, **boot)
         conditions.append(Condition(kind, name, severity, accuracy, drop))
     if shift is not None:
@@ -225,7 +232,7 @@ def _relative_drop(perturbed: np.ndarray, reference: np.ndarray) -> float:
     return 1.0 - float(perturbed.mean()) / clean if clean > 0 else math.nan
 
 
-def _label(condition: tuple[str, str, int, Any, Any]) -> str:
+def condition_label(condition: PlannedCondition) -> str:
     """``image gaussian_noise @3``: a planned condition, for the progress bar."""
     kind, name, severity, _, _ = condition
     return f"{kind} {name} @{severity}"
@@ -271,11 +278,27 @@ def _mixed(images: list[str], texts: list[str], severity: int, seed: int) -> tup
     return text_edit, image_edit
 
 
-def _plan(
-    images: list[str], texts: list[str], joint: Joint, severities: Sequence[int], seed: int
-) -> list[tuple[str, str, int, TextEditFn | None, ImageEditFn | None]]:
-    """(kind, name, severity, text edit, image edit) of every condition to run."""
-    plan: list[tuple[str, str, int, TextEditFn | None, ImageEditFn | None]] = []
+def plan_conditions(
+    image_corruptions: Sequence[str] | None,
+    text_perturbations: Sequence[str] | None,
+    joint: Joint,
+    severities: Sequence[int],
+    seed: int,
+) -> list[PlannedCondition]:
+    """Every condition a robustness probe runs, its perturbations seeded per (seed, kind, name, example index).
+
+    Args: as :func:`robustness_report`.
+
+    Raises:
+        ConfigError: an unknown name, joint mode or severity, or nothing to run.
+    """
+    images = _names(image_corruptions, IMAGE_CORRUPTIONS.names(), "image corruption")
+    texts = _names(text_perturbations, TEXT_PERTURBATIONS.names(), "text perturbation")
+    if joint not in ("mixed", "pairs", "none"):
+        raise ConfigError(f"joint={joint!r}: use mixed, pairs or none")
+    if not severities or any(s not in SEVERITY_LEVELS for s in severities):
+        raise ConfigError(f"severities {list(severities)}: choose from {list(SEVERITY_LEVELS)}")
+    plan: list[PlannedCondition] = []
     plan += [("image", c, s, None, _image_edit(c, s, seed)) for c in images for s in severities]
     plan += [("text", t, s, _text_edit(t, s, seed), None) for t in texts for s in severities]
     if images and texts and joint == "mixed":

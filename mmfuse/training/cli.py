@@ -33,6 +33,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from mmfuse._compat import CheckpointConfigHook, quiet_library_output
 from mmfuse._weights import TORCHVISION_PREFIX
+from mmfuse.audit.baselines import write_ladder
 from mmfuse.config import MODEL_KEYS, ExperimentConfig, OptimConfig, SpeedConfig
 from mmfuse.data.datamodule import ResumableDataModule, ShapesDataModule
 from mmfuse.data.files import ImageTextDataModule
@@ -56,8 +57,10 @@ from mmfuse.training import (
     check_output_dir,
     safe_load,
 )
+from mmfuse.training.ladder import BaselinesConfig, fit_ladder, not_warranted_message
 from mmfuse.training.loggers import ResumableCSVLogger, TrackersConfig, build_trackers
 from mmfuse.training.next_steps import trained_checkpoint
+from mmfuse.training.provenance import run_dir_of
 
 __all__ = [
     "DATA_MODULES",
@@ -118,7 +121,8 @@ class MMFuseCLI(CheckpointConfigHook, LightningCLI):
     """LightningCLI with the data module chosen by ``data.class_path`` (default: the shapes world), the data spec
     linked into the model, checkpointing on ``val/acc`` (set ``checkpoint.monitor`` for other metrics), CSV +
     TensorBoard logs under ``trainer.default_root_dir`` (plus the W&B / MLflow trackers of ``trackers:``), a summary
-    table at the end of ``fit`` and ``test``, and ``predictions.jsonl`` from ``predict --ckpt_path X`` (its
+    table at the end of ``fit`` and ``test``, the baseline ladder at the end of ``fit`` (``baselines:``; see
+    :mod:`~mmfuse.training.ladder`), and ``predictions.jsonl`` from ``predict --ckpt_path X`` (its
     ``predictions.top_k``; see :class:`~mmfuse.training.PredictionWriter`)."""
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
@@ -141,6 +145,7 @@ class MMFuseCLI(CheckpointConfigHook, LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_class_arguments(TrackersConfig, "trackers")
+        parser.add_class_arguments(BaselinesConfig, "baselines")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -240,28 +245,65 @@ class MMFuseCLI(CheckpointConfigHook, LightningCLI):
             check_output_dir(Path(trainer.log_dir) / "checkpoints", checkpoint_bytes=3 * weights, copies=keep)
 
     def after_fit(self) -> None:
-        self._save_model()
+        trained = self._save_model()
         self._print_summary("fit")
+        self._print_baselines(trained)
 
-    def _save_model(self) -> None:
+    def _save_model(self) -> tuple[FusionLitModule, Path] | None:
         """Write the best (else the last) checkpoint's model to ``<run directory>/model`` with ``save_pretrained``:
         safetensors weights, config and tokenizer, loadable with ``ImageTextModel.from_pretrained`` and no Lightning.
 
         With an EMA of the weights (``optim.ema_decay``, or any Lightning ``WeightAveraging`` callback) a
         checkpoint's ``state_dict`` is the average (the raw weights are its ``current_model_state``), so the model
-        saved here is the average (``tests/training/test_ema.py``)."""
+        saved here is the average (``tests/training/test_ema.py``).
+
+        Returns the checkpoint's module (on the CPU) and the checkpoint, or None when nothing was saved."""
         trainer: Any = self.trainer
         if not trainer.is_global_zero or trainer.logger is None or not trainer.logger.log_dir:
-            return
+            return None
         ckpt = trained_checkpoint(trainer)
         if ckpt is None:
-            return
+            return None
         module = FusionLitModule.load_from_checkpoint(ckpt, map_location="cpu")
         datamodule: Any = self.datamodule
         out = module.model.save_pretrained(
             Path(trainer.logger.log_dir) / "model", tokenizer=datamodule.tokenizer, data_spec=datamodule.spec
         )
         logging.getLogger(__name__).info("model from %s saved to %s", ckpt, out)
+        return module, ckpt
+
+    def _print_baselines(self, trained: tuple[FusionLitModule, Path] | None) -> None:
+        """The baseline ladder of ``baselines:`` (:mod:`~mmfuse.training.ladder`) on the validation split, printed
+        and written as ``baselines.json`` / ``baselines.md`` into the run directory, with a warning when the model
+        is not shown to beat it.
+
+        Global rank 0 only, after ``trainer.fit`` has returned in every process: the other processes wait on no
+        collective (they may have exited), and the ladder reads ``trained``, the checkpoint's module that ``model/``
+        holds (else the weights in memory at the end of ``fit``), so neither DDP's wrapper nor sharding is in the way.
+        Nothing it does reaches a checkpoint or the RNG state a resumed run continues from. A ladder the data
+        cannot give (a :class:`ConfigError`, e.g. unreadable records) is logged as a warning, not raised: the
+        trained run is complete by then."""
+        trainer: Any = self.trainer
+        cfg = self._baselines()
+        run_dir = run_dir_of(trainer)
+        if not trainer.is_global_zero or not cfg.enabled or run_dir is None or trainer.interrupted:
+            return
+        module: Any = trained[0] if trained is not None else self.model
+        origin = f"checkpoint {trained[1]}" if trained is not None else "the weights at the end of fit"
+        log = logging.getLogger(__name__)
+        try:
+            ladder = fit_ladder(module, self.datamodule, trainer.callback_metrics, cfg, trainer.strategy.root_device)
+        except ConfigError as err:
+            log.warning("baseline ladder skipped: %s", err)
+            return
+        if ladder is None:
+            return
+        paths = write_ladder(ladder, run_dir, {"model": origin, **dataclasses.asdict(cfg)})
+        print(ladder.to_text())
+        print("baseline ladder written: " + ", ".join(str(p) for p in paths))
+        message = not_warranted_message(ladder, cfg.min_gain)
+        if message is not None:
+            log.warning("%s (%s)", message, paths[-1])
 
     def after_test(self) -> None:
         self._print_summary("test")
@@ -285,6 +327,10 @@ class MMFuseCLI(CheckpointConfigHook, LightningCLI):
     def _trackers(self) -> TrackersConfig:
         trackers = self._config_value("trackers", default=None)
         return trackers if isinstance(trackers, TrackersConfig) else TrackersConfig(**dict(trackers or {}))
+
+    def _baselines(self) -> BaselinesConfig:
+        baselines = self._config_value("baselines", default=None)
+        return baselines if isinstance(baselines, BaselinesConfig) else BaselinesConfig(**dict(baselines or {}))
 
     def _print_summary(self, stage: str) -> None:
         trainer: Any = self.trainer
