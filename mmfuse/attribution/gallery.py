@@ -92,6 +92,7 @@ def write_gallery(
     texts: Sequence[str] | None = None,
     ids: Sequence[int | str] | None = None,
     resample: Resample = "nearest",
+    note: str | None = None,
 ) -> Path:
     """Write ``index.html`` and its PNG files (under ``img/``) into ``out_dir``.
 
@@ -109,6 +110,7 @@ def write_gallery(
         ids: a name per example (e.g. its index in the split); None numbers them from 0.
         resample: how pictures smaller than :data:`~mmfuse.attribution.viz.DISPLAY_SIZE` are enlarged:
             ``nearest`` for synthetic images (the shapes world), ``bicubic`` for photos.
+        note: a sentence shown under the page's summary (e.g. what the maps explain, or their precision).
 
     Returns:
         The path of ``index.html``.
@@ -138,7 +140,7 @@ def write_gallery(
             sections.append(_section(key, name, question, int(predictions[i]), label, class_names, cells, grid))
     wrong = sum(1 for i in range(len(examples)) if labels is not None and int(predictions[i]) != int(labels[i]))
     index = out / "index.html"
-    index.write_text(_page(sections, list(attributions), len(examples), wrong if labels is not None else None))
+    index.write_text(_page(sections, list(attributions), len(examples), wrong if labels is not None else None, note))
     return index
 
 
@@ -199,14 +201,16 @@ def _class_name(class_names: Sequence[str], index: int) -> str:
     return class_names[index] if 0 <= index < len(class_names) else str(index)
 
 
-def _page(sections: list[str], methods: list[str], count: int, wrong: int | None) -> str:
+def _page(sections: list[str], methods: list[str], count: int, wrong: int | None, note: str | None = None) -> str:
     """The whole page around the example sections."""
     summary = f"{count} examples" + ("" if wrong is None else f", {wrong} predicted wrongly (red)")
+    remark = "" if note is None else f"<p>{html.escape(note)}</p>\n"
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>mmfuse explanations</title>'
         f"<style>{_STYLE}</style></head><body>\n<h1>Explanations</h1>\n"
         f"<p>{summary}. Methods: {html.escape(', '.join(methods))}. Each heat map and each row of token colours "
         "is min-max normalised on its own (hover a token for its raw relevance).</p>\n"
+        + remark
         + "\n".join(sections)
         + "\n</body></html>\n"
     )

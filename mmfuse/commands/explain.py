@@ -3,16 +3,25 @@
 ``--classifier``, explain a plain image classifier's top classes on a folder of photos
 (see :mod:`mmfuse.attribution.photos`).
 
+A classifier's maps explain its predicted class; a retrieval model's (``model.task: retrieval``) explain the ITM
+match logit of each image-caption pair, whatever its answer. ``--precision bf16-mixed`` or ``16-mixed`` runs
+everything the command asks of the model (answers, maps and, with ``--evaluate``, the metrics' forward passes)
+under autocast, with the methods' own algebra in fp32 (:mod:`mmfuse.attribution.amp`). The methods then also run
+once in fp32 for the same classes, and ``faithfulness.json`` / ``.md`` get, per method, the Spearman rank
+correlation between each example's autocast map and its fp32 map (mean with a bootstrap interval), with or without
+``--evaluate``: a map made in reduced precision is never shown without how far it moved.
+
 Examples::
 
     mmfuse explain --config experiments/shapes_color.yaml --ckpt runs/shapes_color/version_0/checkpoints/X.ckpt \\
         --out runs/explain --n 16
     mmfuse explain --model runs/shapes_color/version_0/model --out runs/explain --index 3 17 42 --evaluate
+    mmfuse explain --model runs/shapes_color/version_0/model --out runs/explain_bf16 --precision bf16-mixed
     mmfuse explain --classifier torchvision:mobilenet_v2 --weights mobilenet_v2-b0353104.pth --images photos/ \\
         --out runs/photos --top-k 3
 
 Every input is checked before any model is loaded: a checkpoint of another architecture, an example index outside
-the split, an unknown method, a missing file or an unreadable photo each end with a one-line message.
+the split, an unknown method or precision, a missing file or an unreadable photo each end with a one-line message.
 """
 
 from __future__ import annotations
@@ -36,9 +45,22 @@ from mmfuse.progress import stage
 if TYPE_CHECKING:
     import torch
 
+    from mmfuse.attribution import Attribution
+    from mmfuse.attribution.viz import Resample
+    from mmfuse.progress import Stage
     from mmfuse.types import Batch
 
-__all__ = ["add_arguments", "run", "run_photos", "ExplainInputs", "prepare", "explain_examples"]
+__all__ = [
+    "add_arguments",
+    "run",
+    "run_photos",
+    "ExplainInputs",
+    "Explained",
+    "prepare",
+    "explain_examples",
+    "predict_classes",
+    "explain_batch",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,14 +70,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ckpt", help="checkpoint written by `mmfuse fit` (with --config)")
     add("--model", help="a save_pretrained directory (e.g. <run>/model) instead of --ckpt; without --config the "
         "data comes from the run's config.yaml next to it")  # fmt: skip
-    add("--out", required=True, help="output directory: index.html + img/, and faithfulness.json/.md with --evaluate")
+    add("--out", required=True, help="output directory: index.html + img/, and faithfulness.json/.md with --evaluate "
+        "or a reduced --precision")  # fmt: skip
     add("--n", type=int, default=None, help="explain the first N examples of the split (default 16), or the first N "
         "photos (default all)")  # fmt: skip
     add("--index", type=int, nargs="+", default=None, help="explain these example indices instead of the first N")
-    add("--split", default=None, help="split to explain: val, test, train or shift (default val)")
+    add("--split", default=None, help="split to explain: val, test, train or shift (default val; data without a val "
+        "split: its data.val_split)")  # fmt: skip
     add("--methods", nargs="+", default=None, help="attribution methods (default: every registered one; with "
         "--classifier: gradcam hirescam)")  # fmt: skip
-    add("--evaluate", action="store_true", help="also measure pointing game, energy, deletion/insertion, randomization")
+    add("--evaluate", action="store_true", help="also measure pointing game, energy, deletion/insertion, randomization "
+        "(needs the shapes world's object boxes)")  # fmt: skip
+    add("--precision", default="32-true", metavar="{32-true,bf16-mixed,16-mixed}", help="autocast the model's "
+        "passes to bf16 or fp16 (the methods' algebra stays fp32) and write each method's rank agreement with its "
+        "fp32 maps to faithfulness.json/.md (default 32-true)")  # fmt: skip
     add("--batch-size", type=int, default=32, help="examples per forward")
     add("--steps", type=int, default=16, help="steps of the deletion / insertion curves")
     add("--randomization-examples", type=int, default=32, help="examples in the randomization check (0 = skip)")
@@ -80,10 +108,15 @@ class ExplainInputs:
     Attributes:
         model: the trained :class:`~mmfuse.models.ImageTextModel`, in eval mode on the chosen device.
         tokenizer: its tokenizer.
-        rows: the selected dataset rows (a Hugging Face dataset).
+        rows: the selected dataset rows: a Hugging Face dataset for the shapes world, else :attr:`examples`.
         indices: their indices in the split.
-        class_names: label names.
+        class_names: label names (for a retrieval model its ITM classes, ``no_match`` and ``match``).
         methods: method names to run.
+        split: the split's name.
+        is_retrieval: the model ranks image-text pairs; its maps explain the ITM match logit.
+        max_length: the data's text truncation length; None = the collator's default.
+        examples: the selected examples, one dict each (``image``, ``text``, ``label``, and in the shapes world
+            ``boxes`` and ``target_objects``).
     """
 
     model: Any
@@ -92,48 +125,131 @@ class ExplainInputs:
     indices: list[int]
     class_names: tuple[str, ...]
     methods: list[str]
+    split: str = "val"
+    is_retrieval: bool = False
+    max_length: int | None = None
+    examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Explained:
+    """The examples and their explanations.
+
+    Attributes:
+        batch: all examples (text padded to the longest); a retrieval model's labels are all ``match``.
+        boxes: per example the (K, 4) xyxy boxes of the objects the question refers to; None when the data
+            records none (only the shapes world does).
+        predictions: (B,) the model's answers.
+        attributions: method -> :class:`~mmfuse.attribution.Attribution` over all examples, at the run's precision.
+        reference: the same in fp32, explaining the same classes, when the run's precision is not ``32-true``.
+    """
+
+    batch: Batch
+    boxes: list[torch.Tensor] | None
+    predictions: torch.Tensor
+    attributions: dict[str, Attribution]
+    reference: dict[str, Attribution] | None = None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explain, write the gallery and (``--evaluate``) the faithfulness report; print where they are."""
+    """Explain, write the gallery and (``--evaluate``, or a reduced ``--precision``) the faithfulness report; print
+    where they are."""
     import torch
 
+    from mmfuse.attribution.amp import agreement_report, format_agreement
     from mmfuse.attribution.gallery import write_gallery
-    from mmfuse.attribution.metrics import faithfulness_report, format_report
 
     torch.manual_seed(args.seed)
     if args.classifier is not None:
         return run_photos(args)
     args = _image_text_args(args)
     inputs = prepare(args)
-    batch, boxes, attributions, predictions = explain_examples(inputs, args.batch_size)
+    explained = explain_examples(inputs, args.batch_size, args.precision)
     out = Path(args.out)
+    batch = explained.batch
+    resample: Resample = "nearest" if explained.boxes is not None else "bicubic"  # the shapes world; photos
     index = write_gallery(
-        out, inputs.model, inputs.tokenizer, batch, attributions, predictions, batch.labels, inputs.class_names,
-        texts=list(inputs.rows["text"]), ids=[f"{args.split} #{i}" for i in inputs.indices],
+        out, inputs.model, inputs.tokenizer, batch, explained.attributions, explained.predictions, batch.labels,
+        inputs.class_names, texts=[example["text"] for example in inputs.examples],
+        ids=[f"{inputs.split} #{i}" for i in inputs.indices], resample=resample,
+        note=_gallery_note(inputs, args.precision),
     )  # fmt: skip
     print(f"gallery of {len(batch)} examples x {len(inputs.methods)} methods: {index}")
-    if args.evaluate:
-        tokenizer = inputs.tokenizer
-        special = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
-        starts = range(0, len(batch), args.batch_size)
-        chunks = [(_rows_of(batch, s, args.batch_size).to(args.device), boxes[s : s + args.batch_size]) for s in starts]
-        done = [{m: _slice(a, s, args.batch_size) for m, a in attributions.items()} for s in starts]
+    report = _evaluate(args, inputs, explained) if args.evaluate else None
+    agreement = None
+    if explained.reference is not None:
+        agreement = agreement_report(
+            explained.attributions, explained.reference, batch.attention_mask, args.precision, seed=args.seed
+        )
+        print(format_agreement(agreement))
+    if report is not None or agreement is not None:
+        json_path, md_path = _write_report(out, report, agreement, len(batch))
+        print(f"faithfulness report: {json_path}, {md_path}")
+    return 0
+
+
+def _gallery_note(inputs: ExplainInputs, precision: str) -> str | None:
+    """What the gallery's maps explain, and in which precision, when that is not a classifier's fp32 answer."""
+    notes = ["Maps explain the ITM match logit of each image-caption pair."] if inputs.is_retrieval else []
+    if precision != "32-true":
+        notes.append(f"Maps made under {precision} autocast (algebra in fp32); faithfulness.md compares them to fp32.")
+    return " ".join(notes) or None
+
+
+def _evaluate(args: argparse.Namespace, inputs: ExplainInputs, explained: Explained) -> dict[str, Any]:
+    """The faithfulness report of the maps (:func:`~mmfuse.attribution.metrics.faithfulness_report`), with the
+    model's forward passes at the run's precision; printed."""
+    from mmfuse.attribution.amp import autocast_to
+    from mmfuse.attribution.metrics import faithfulness_report, format_report
+
+    batch, boxes, tokenizer = explained.batch, explained.boxes, inputs.tokenizer
+    assert boxes is not None  # prepare refuses --evaluate on data without boxes
+    special = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
+    starts = range(0, len(batch), args.batch_size)
+    chunks = [(_rows_of(batch, s, args.batch_size).to(args.device), boxes[s : s + args.batch_size]) for s in starts]
+    done = [{m: _slice(a, s, args.batch_size) for m, a in explained.attributions.items()} for s in starts]
+    with autocast_to(args.precision, next(inputs.model.parameters()).device):
         report = faithfulness_report(
-            inputs.model, chunks, inputs.methods, out, steps=args.steps, text_replacement=tokenizer.unk_token_id,
+            inputs.model, chunks, inputs.methods, steps=args.steps, text_replacement=tokenizer.unk_token_id,
             special_token_ids=special, randomization_examples=args.randomization_examples, seed=args.seed,
             attributions=done,
         )  # fmt: skip
-        print(format_report(report))
-        print(f"faithfulness report: {out / 'faithfulness.json'}, {out / 'faithfulness.md'}")
-    return 0
+    report["settings"]["precision"] = args.precision
+    print(format_report(report))
+    return report
+
+
+def _write_report(
+    out: Path, report: dict[str, Any] | None, agreement: dict[str, Any] | None, n_examples: int
+) -> tuple[Path, Path]:
+    """``faithfulness.json`` and ``.md``: the faithfulness report (``--evaluate``) and the agreement with fp32 maps
+    (a reduced ``--precision``, under the key ``precision``), whichever the run has."""
+    from mmfuse.attribution.amp import format_agreement
+    from mmfuse.attribution.metrics import format_report, write_report
+    from mmfuse.io import write_atomic, write_json
+
+    if report is None:
+        assert agreement is not None
+        json_path, md_path = out / "faithfulness.json", out / "faithfulness.md"
+        write_json(json_path, {"n_examples": n_examples, "precision": agreement})
+        write_atomic(md_path, "# Faithfulness of the explanations\n\n" + format_agreement(agreement))
+        return json_path, md_path
+    if agreement is not None:
+        report["precision"] = agreement
+    json_path, md_path = write_report(report, out)
+    if agreement is not None:
+        write_atomic(md_path, format_report(report) + "\n" + format_agreement(agreement))
+    return json_path, md_path
 
 
 def prepare(args: argparse.Namespace) -> ExplainInputs:
     """Check every input, then load the data and the model (:class:`ConfigError` on bad input, before loading)."""
+    from mmfuse.heads import MATCHING_CLASSES
+
     args = _image_text_args(args)
     methods = _check_methods(args.methods)
     _check_numbers(args)
+    _check_precision(args.precision, args.device)
     if (args.model is None) == (args.ckpt is None) or (args.ckpt and not args.config):
         raise ConfigError("give --config and --ckpt, or --model (a save_pretrained directory) with or without --config")
     model_dir = existing_path(args.model, "--model", directory=True) if args.model else None
@@ -147,21 +263,58 @@ def prepare(args: argparse.Namespace) -> ExplainInputs:
             check_checkpoint_matches(ckpt, dict(cli.model.hparams))
         datamodule = cli.datamodule
         datamodule.setup()
-        split = pick_split(datamodule.splits, args.split)
-        indices = _indices(args.index, args.n, split.num_rows, args.split)
-        current.advance(len(indices), detail=args.split)
+        splits = _splits(datamodule)
+        name = args.split or _default_split(datamodule, splits)
+        split = pick_split(splits, name)
+        indices = _indices(args.index, args.n, len(split), name)
+        examples = _read_examples(split, indices, name)
+        if args.evaluate and "boxes" not in examples[0]:
+            raise ConfigError(
+                f"--evaluate scores maps against the objects' boxes, which the {name} split of {config} does not "
+                "record (the shapes world does); without --evaluate, a reduced --precision still measures the maps' "
+                "agreement with fp32"
+            )
+        current.advance(len(indices), detail=name)
     with stage("model"):
         model, tokenizer = _load_model(args.ckpt, model_dir, datamodule)
         model = model.to(args.device).eval()
-    return ExplainInputs(model, tokenizer, split.select(indices), indices, datamodule.spec.class_names, methods)
+    is_retrieval = getattr(getattr(model, "cfg", None), "task", None) == "retrieval"
+    class_names = MATCHING_CLASSES if is_retrieval else datamodule.spec.class_names
+    max_length = getattr(datamodule, "max_length", None)
+    rows = split.select(indices) if hasattr(split, "select") else examples
+    return ExplainInputs(
+        model, tokenizer, rows, indices, class_names, methods, name, is_retrieval, max_length, examples
+    )
 
 
 def _image_text_args(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the image-text defaults filled in (``--n 16``, ``--split val``); photo-only flags refused."""
+    """``args`` with the image-text defaults filled in (``--n 16``); photo-only flags refused."""
     photo_flags = [flag for flag in _PHOTO_FLAGS if getattr(args, flag[2:].replace("-", "_")) is not None]
     if photo_flags:
         raise ConfigError(f"{', '.join(photo_flags)} explain photos and need --classifier")
-    return argparse.Namespace(**{**vars(args), "n": 16 if args.n is None else args.n, "split": args.split or "val"})
+    return argparse.Namespace(**{**vars(args), "n": 16 if args.n is None else args.n})
+
+
+def _splits(datamodule: Any) -> Any:
+    """The data module's splits by name: the shapes world's Hugging Face datasets (``splits``) or the datasets of
+    data on disk (``datasets``); both give ``len`` and one example dict per index."""
+    splits = getattr(datamodule, "splits", None)
+    return splits if splits is not None else datamodule.datasets
+
+
+def _default_split(datamodule: Any, splits: Any) -> str:
+    """``val``; for data without one, the split the experiment validates on (``data.val_split``), if it has one."""
+    val_split = getattr(datamodule, "val_split", None)
+    return str(val_split) if "val" not in splits and val_split in splits else "val"
+
+
+def _read_examples(split: Any, indices: list[int], name: str) -> list[dict[str, Any]]:
+    """The examples at ``indices`` of a split (:class:`ConfigError` for one that cannot be read)."""
+    examples = [split[i] for i in indices]
+    bad = [i for i, example in zip(indices, examples) if example is None]  # data on disk with skip_bad: unreadable
+    if bad:
+        raise ConfigError(f"--index {bad[0]}: example {bad[0]} of the {name} split is a bad record; choose others")
+    return examples
 
 
 def run_photos(args: argparse.Namespace) -> int:
@@ -197,7 +350,8 @@ def _check_photo_args(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     from mmfuse.data.images import BadImageError, check_image
 
     given = [flag for flag in _IMAGE_TEXT_FLAGS if getattr(args, flag[2:]) is not None]
-    given += ["--evaluate"] * args.evaluate + [arg for arg in args.overrides if arg.startswith("--")]
+    given += ["--evaluate"] * args.evaluate + ["--precision"] * (args.precision != "32-true")
+    given += [arg for arg in args.overrides if arg.startswith("--")]
     if given:
         raise ConfigError(f"--classifier explains photos; {', '.join(given)} belong to an image-text model")
     if not args.images:
@@ -220,37 +374,87 @@ def _check_photo_args(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     return paths, methods
 
 
-def explain_examples(inputs: ExplainInputs, batch_size: int) -> tuple[Batch, list[torch.Tensor], dict[str, Any], Any]:
-    """Collate the selected rows and explain them in chunks.
+def explain_examples(inputs: ExplainInputs, batch_size: int, precision: str = "32-true") -> Explained:
+    """Collate the selected rows, then answer and explain them in chunks at ``precision``, and once more in fp32
+    when ``precision`` is not ``32-true``.
 
-    Returns:
-        The batch of all examples (text padded to the longest), per example the (K, 4) xyxy boxes of the objects
-        the question refers to, method -> :class:`~mmfuse.attribution.Attribution` over all examples, and the
-        (B,) predicted classes.
+    A classifier's maps explain its answer at ``precision``, a retrieval model's the ITM match logit; the fp32
+    reference explains the same classes, so the two differ only by the precision.
     """
     import torch
 
-    from mmfuse.attribution import explain
     from mmfuse.data.collate import ImageTextCollator
+    from mmfuse.heads import MATCH
 
-    rows = inputs.rows
-    batch = ImageTextCollator(inputs.tokenizer)([rows[i] for i in range(rows.num_rows)])
-    pairs = zip(rows["boxes"], rows["target_objects"])
-    boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4)[list(t)] for b, t in pairs]  # (K, 4) xyxy each
+    tokenizer, length = inputs.tokenizer, inputs.max_length
+    collate = ImageTextCollator(tokenizer) if length is None else ImageTextCollator(tokenizer, length)
+    batch = collate(inputs.examples)
+    if inputs.is_retrieval:  # every row pairs an image with one of its own captions
+        batch = dataclasses.replace(batch, labels=torch.full((len(batch),), MATCH))
+    predictions = predict_classes(inputs.model, batch, batch_size, precision)
+    classes = torch.full_like(predictions, MATCH) if inputs.is_retrieval else predictions
+    maps = len(batch) * len(inputs.methods)
+    with stage("attributions", total=maps, unit="maps") as current:
+        attributions = explain_batch(inputs, batch, classes, batch_size, precision, current)
+    reference = None
+    if precision != "32-true":
+        with stage("fp32 reference", total=maps, unit="maps") as current:
+            reference = explain_batch(inputs, batch, classes, batch_size, "32-true", current)
+    return Explained(batch, _boxes(inputs.examples), predictions, attributions, reference)
+
+
+def predict_classes(model: Any, batch: Batch, batch_size: int, precision: str) -> torch.Tensor:
+    """(B,) the model's answers (top classes) at ``precision``, in chunks of ``batch_size``, on the CPU."""
+    import torch
+
+    from mmfuse.attribution.amp import autocast_to
+
+    device = next(model.parameters()).device
+    answers = []
+    for start in range(0, len(batch), batch_size):
+        chunk = _rows_of(batch, start, batch_size).to(device)
+        with autocast_to(precision, device), torch.no_grad():
+            answers.append(model(chunk.images, chunk.input_ids, chunk.attention_mask).logits.argmax(-1).cpu())
+    return torch.cat(answers)
+
+
+def explain_batch(
+    inputs: ExplainInputs,
+    batch: Batch,
+    classes: torch.Tensor,
+    batch_size: int,
+    precision: str,
+    progress: Stage | None = None,
+) -> dict[str, Attribution]:
+    """Every method of ``inputs`` on ``batch``, explaining the logits of ``classes`` (B,), in chunks of
+    ``batch_size`` at ``precision`` (``32-true``: autocast off).
+
+    Returns:
+        method -> :class:`~mmfuse.attribution.Attribution` over the whole batch, on the CPU; ``progress`` (a
+        :mod:`mmfuse.progress` stage) advances by each chunk's examples after each method.
+    """
+    from mmfuse.attribution import ClassLogit, explain
+    from mmfuse.attribution.amp import autocast_to
+
     device = next(inputs.model.parameters()).device
     parts: dict[str, list[Any]] = {}
-    predictions = []
-    with stage("attributions", total=len(batch) * len(inputs.methods), unit="maps") as current:
-        for start in range(0, len(batch), batch_size):
-            chunk = _rows_of(batch, start, batch_size).to(device)
-            with torch.no_grad():
-                predictions.append(
-                    inputs.model(chunk.images, chunk.input_ids, chunk.attention_mask).logits.argmax(-1).cpu()
-                )
-            explained = explain(inputs.model, chunk, methods=tuple(inputs.methods), progress=current)
-            for name, attribution in explained.items():
-                parts.setdefault(name, []).append(attribution)
-    return batch, boxes, {name: _concat(name, chunks) for name, chunks in parts.items()}, torch.cat(predictions)
+    for start in range(0, len(batch), batch_size):
+        chunk = _rows_of(batch, start, batch_size).to(device)
+        target = ClassLogit(classes[start : start + batch_size].to(device))
+        with autocast_to(precision, device):
+            explained = explain(inputs.model, chunk, methods=tuple(inputs.methods), target=target, progress=progress)
+        for name, attribution in explained.items():
+            parts.setdefault(name, []).append(attribution)
+    return {name: _concat(name, chunks) for name, chunks in parts.items()}
+
+
+def _boxes(examples: list[dict[str, Any]]) -> list[torch.Tensor] | None:
+    """Per example the (K, 4) xyxy boxes of the objects its question refers to; None for data without boxes."""
+    import torch
+
+    if "boxes" not in examples[0]:
+        return None
+    return [torch.tensor(e["boxes"], dtype=torch.float32).reshape(-1, 4)[list(e["target_objects"])] for e in examples]
 
 
 def _rows_of(batch: Batch, start: int, size: int) -> Batch:
@@ -301,6 +505,18 @@ def _check_numbers(args: argparse.Namespace) -> None:
             f"--randomization-examples ({args.randomization_examples}) >= 0"
         )
     check_device(args.device)
+
+
+def _check_precision(precision: str, device: str) -> None:
+    """:class:`ConfigError` for a precision that is unknown, or whose autocast does not run on ``device`` here."""
+    import torch
+
+    from mmfuse.attribution.amp import autocast_dtype, unsupported_reason
+
+    dtype = autocast_dtype(precision)
+    reason = None if dtype is None else unsupported_reason(torch.device(device), dtype)
+    if reason is not None:
+        raise ConfigError(f"--precision {precision}: {reason}")
 
 
 def _data_config(config: str | None, model_dir: Path | None) -> Path:

@@ -39,8 +39,8 @@ def test_agreement_is_a_finite_rank_correlation(model: ImageTextModel, method: s
     assert (rho >= -1).all() and (rho <= 1).all()
     if method == "hirescam":
         # NOTE: HiResCAM sums signed gradient x activation products over channels per position; in bf16 the small
-        # sums away from the peak are rounding noise (0.26 mean rho on the trained main model, against 0.99 for
-        # Grad-CAM, whose channel means average the noise out). Reported, not asserted.
+        # sums away from the peak are rounding noise (benchmarks/results/explain_precision_shapes_color.md: far
+        # below Grad-CAM, whose channel means average the noise out). Reported, not asserted.
         return
     assert rho.mean() > 0.5, f"{method}: bf16 and fp32 maps should rank regions alike, got {rho.tolist()}"
 
