@@ -1,7 +1,9 @@
 """How good is an explanation? Localisation against ground-truth boxes, faithfulness to the model, and a sanity check.
 
 * Pointing game (Zhang et al., "Top-down neural attention by excitation backprop", ECCV 2016) and its energy-based
-  variant (Wang et al., "Score-CAM", CVPR-W 2020): does the map point at the object the question is about?
+  variant (Wang et al., "Score-CAM", CVPR-W 2020): does the map point at the object the question is about? Against
+  boxes in the map's pixels, or any pixel region (``*_in_mask``), with two baseline maps to beat: the centre prior
+  and random maps as coarse as the methods' own.
 * Deletion / insertion (Petsiuk et al., "RISE", BMVC 2018), for image patches and for text tokens: does removing the
   most relevant inputs first destroy the prediction fastest, and does revealing them first restore it fastest?
 * Model-parameter randomization (Adebayo et al., "Sanity checks for saliency maps", NeurIPS 2018): an explanation
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 
 from mmfuse.attribution.amp import spearman
 from mmfuse.attribution.base import Attribution
+from mmfuse.attribution.reshape import upsample
 from mmfuse.io import write_atomic, write_json
 from mmfuse.progress import Stage, stage
 from mmfuse.stats import bootstrap_interval
@@ -38,8 +41,12 @@ __all__ = [
     "ExplainFn",
     "box_mask",
     "pointing_game",
+    "pointing_game_in_mask",
     "patch_pointing_game",
     "energy_in_box",
+    "energy_in_mask",
+    "centre_prior_maps",
+    "random_maps",
     "logits_fn",
     "deletion_insertion",
     "randomization_stages",
@@ -109,11 +116,29 @@ def pointing_game(image_maps: Tensor, boxes: Sequence[Tensor], tolerance: float 
         (B,) bool.
     """
     _check_maps(image_maps, boxes)
+    inside = box_mask(boxes, image_maps.shape[1], image_maps.shape[2], tolerance).to(image_maps.device)
+    return pointing_game_in_mask(image_maps, inside)
+
+
+def pointing_game_in_mask(image_maps: Tensor, masks: Tensor) -> Tensor:
+    """:func:`pointing_game` against any pixel region: a hit when a maximal pixel of the map lies in ``masks``.
+
+    The region may be anything drawn at the map's resolution, e.g. boxes mapped through an image's resize and crop
+    with a tolerance measured in the original image (:func:`mmfuse.attribution.boxes.box_masks`). Ties, constant maps
+    and NaN count as in :func:`pointing_game`.
+
+    Args:
+        image_maps: (B, H, W) relevance over pixels.
+        masks: (B, H, W) bool, True = the target region.
+
+    Returns:
+        (B,) bool.
+    """
+    _check_masks(image_maps, masks)
     flat = image_maps.flatten(1)  # (B, H, W) -> (B, H*W)
     maxima, minima = flat.amax(dim=1), flat.amin(dim=1)
     is_max = image_maps == maxima[:, None, None]  # (B, H, W): every tied argmax
-    inside = box_mask(boxes, image_maps.shape[1], image_maps.shape[2], tolerance).to(image_maps.device)
-    return (is_max & inside).flatten(1).any(dim=1) & (maxima > minima)
+    return (is_max & masks.to(image_maps.device)).flatten(1).any(dim=1) & (maxima > minima)
 
 
 def patch_pointing_game(grid_maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
@@ -166,11 +191,72 @@ def energy_in_box(image_maps: Tensor, boxes: Sequence[Tensor], tolerance: float 
         (B,) float in [0, 1].
     """
     _check_maps(image_maps, boxes)
+    inside = box_mask(boxes, image_maps.shape[1], image_maps.shape[2], tolerance).to(image_maps.device)
+    return energy_in_mask(image_maps, inside)
+
+
+def energy_in_mask(image_maps: Tensor, masks: Tensor) -> Tensor:
+    """:func:`energy_in_box` against any pixel region: the share of the map's non-negative mass inside ``masks``.
+
+    Args:
+        image_maps: (B, H, W) relevance over pixels.
+        masks: (B, H, W) bool, True = the target region.
+
+    Returns:
+        (B,) float in [0, 1]; 0 for a map with no positive mass.
+    """
+    _check_masks(image_maps, masks)
     mass = image_maps.float().clamp_min(0).nan_to_num(0.0)
-    inside = box_mask(boxes, image_maps.shape[1], image_maps.shape[2], tolerance).to(mass.device)
     total = mass.flatten(1).sum(dim=1)
-    in_box = (mass * inside).flatten(1).sum(dim=1)
+    in_box = (mass * masks.to(mass.device)).flatten(1).sum(dim=1)
     return torch.where(total > 0, in_box / total.clamp_min(torch.finfo(mass.dtype).tiny), torch.zeros_like(total))
+
+
+def centre_prior_maps(count: int, height: int, width: int, sigma: float = 0.25) -> Tensor:
+    """The centre prior: a Gaussian bump at the image centre, the same for every example.
+
+    Photographers centre their subjects, so this map is the baseline a localisation figure on photos must beat
+    (TorchRay's ``center`` row points at the centre of each image). Its pointing game is the centre pixel's; its
+    energy in box depends on ``sigma``.
+
+    Args:
+        count: B, maps to return.
+        height: H of the maps.
+        width: W of the maps.
+        sigma: standard deviation as a fraction of each side.
+
+    Returns:
+        (B, H, W) float in (0, 1], 1 at the centre.
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma={sigma}: the centre prior's width must be positive")
+    ys = (torch.arange(height) + 0.5 - height / 2) / (sigma * height)  # (H,) pixel centres, in sigmas
+    xs = (torch.arange(width) + 0.5 - width / 2) / (sigma * width)  # (W,)
+    bump = torch.exp(-0.5 * (ys[:, None] ** 2 + xs[None, :] ** 2))  # (H, W)
+    return bump.expand(count, height, width).clone()
+
+
+def random_maps(
+    count: int, grid_size: tuple[int, int], size: tuple[int, int], generator: torch.Generator | None = None
+) -> Tensor:
+    """Uniform random relevance per patch of the encoder's grid, upsampled to pixels as the methods' maps are
+    (bilinearly, :func:`~mmfuse.attribution.reshape.upsample`): chance level.
+
+    Drawn on the patch grid and upsampled the same way, the random maps peak where the methods' maps can peak (near a
+    patch centre) and as sharply: a nearest-neighbour upsampling would tie a whole patch at the maximum and hit a box
+    far more often than any real map could.
+
+    Args:
+        count: B, maps to draw.
+        grid_size: (Gh, Gw) of the vision encoder.
+        size: (H, W) of the maps.
+        generator: source of the random numbers (seeded by the caller); None = torch's global one.
+
+    Returns:
+        (B, H, W) float in [0, 1).
+    """
+    grid = torch.rand(count, *grid_size, generator=generator)  # (B, Gh, Gw)
+    return upsample(grid, size)  # (B, Gh, Gw) -> (B, H, W)
 
 
 def _check_maps(image_maps: Tensor, boxes: Sequence[Tensor]) -> None:
@@ -178,6 +264,13 @@ def _check_maps(image_maps: Tensor, boxes: Sequence[Tensor]) -> None:
         raise ValueError(f"image_maps must be (B, H, W), got shape {tuple(image_maps.shape)}")
     if len(boxes) != image_maps.shape[0]:
         raise ValueError(f"got {len(boxes)} box sets for {image_maps.shape[0]} maps")
+
+
+def _check_masks(image_maps: Tensor, masks: Tensor) -> None:
+    if image_maps.dim() != 3:
+        raise ValueError(f"image_maps must be (B, H, W), got shape {tuple(image_maps.shape)}")
+    if masks.shape != image_maps.shape:
+        raise ValueError(f"masks of shape {tuple(masks.shape)} for maps of shape {tuple(image_maps.shape)}")
 
 
 # ---------------------------------------------------------------------------------------- deletion / insertion
