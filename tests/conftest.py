@@ -135,3 +135,41 @@ def random_text_batch(batch: int, length: int, vocab: int, lengths: list[int]) -
     input_ids = torch.randint(4, vocab, (batch, length))
     mask = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]  # (B, L)
     return input_ids.masked_fill(~mask, 0), mask
+
+
+# Streamed sources (mmfuse.data.streaming): 64 tiny shapes-world pairs in 4 WebDataset shards of 16 (the img2dataset
+# layout), written once per session, and the same pairs as 2 Parquet files.
+STREAM_PAIRS, STREAM_SHARD = 64, 16
+
+
+@pytest.fixture(scope="session")
+def stream_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of ``000000.tar`` .. ``000003.tar``; labels in each pair's JSON (``json.label``)."""
+    from mmfuse.data.shards import write_shapes_shards
+
+    out = tmp_path_factory.mktemp("shards")
+    write_shapes_shards(out, STREAM_PAIRS, STREAM_SHARD, TINY_WORLD)
+    return out
+
+
+@pytest.fixture(scope="session")
+def stream_parquet(tmp_path_factory: pytest.TempPathFactory, stream_shards: Path) -> Path:
+    """The pairs of :func:`stream_shards` as a directory of 2 Parquet files (``image`` bytes, ``text``, ``label``,
+    ``key``)."""
+    import datasets
+
+    from mmfuse.data.streaming import StreamSource, StreamSourceConfig
+
+    source = StreamSource(StreamSourceConfig("webdataset", str(stream_shards)))
+    rows = list(source.rows(range(source.num_shards)))
+    out = tmp_path_factory.mktemp("parquet")
+    table = {
+        "key": [r["__key__"] for r in rows],
+        "text": [r["txt"] for r in rows],
+        "label": [r["json"]["label"] for r in rows],
+        "image": [{"bytes": r["jpg"]["bytes"], "path": None} for r in rows],
+    }
+    full = datasets.Dataset.from_dict(table).cast_column("image", datasets.Image())
+    for part in range(2):
+        full.shard(2, part, contiguous=True).to_parquet(str(out / f"part-{part:05d}.parquet"))
+    return out

@@ -10,7 +10,9 @@ resolved config. The model's fields sit in ``model:``; the optimiser's and the s
 
 The ``data:`` section picks its data module by class name: without ``class_path`` it configures the built-in shapes
 world (:class:`~mmfuse.data.datamodule.ShapesDataModule`, the default); ``class_path: ImageTextDataModule`` with
-``init_args:`` reads image-text data on disk (:class:`~mmfuse.data.files.ImageTextDataModule`).
+``init_args:`` reads image-text data on disk (:class:`~mmfuse.data.files.ImageTextDataModule`);
+``class_path: StreamingDataModule`` streams WebDataset shards, Parquet, ``save_to_disk`` and Hub datasets, mixed by
+weight (:class:`~mmfuse.data.stream_module.StreamingDataModule`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from mmfuse.audit.baselines import write_ladder
 from mmfuse.config import MODEL_KEYS, ExperimentConfig, OptimConfig, SpeedConfig
 from mmfuse.data.datamodule import ResumableDataModule, ShapesDataModule
 from mmfuse.data.files import ImageTextDataModule
+from mmfuse.data.stream_module import StreamingDataModule
 from mmfuse.data.tokenizer import TOKENIZER_FILES, has_tokenizer
 from mmfuse.data.transforms import PreprocessConfig
 from mmfuse.encoders import timm_vision, torchvision_vision
@@ -72,7 +75,7 @@ __all__ = [
 ]
 
 # The data modules a ``data:`` section can name by ``class_path`` (the first is the default, used without one).
-DATA_MODULES: tuple[type[ResumableDataModule], ...] = (ShapesDataModule, ImageTextDataModule)
+DATA_MODULES: tuple[type[ResumableDataModule], ...] = (ShapesDataModule, ImageTextDataModule, StreamingDataModule)
 _DEFAULT_DATA = f"{DATA_MODULES[0].__module__}.{DATA_MODULES[0].__name__}"
 
 
