@@ -21,6 +21,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -55,7 +56,8 @@ class StreamLoader(DataLoader):
     """
 
     def __init__(self, dataset: StreamDataset, epoch_of: Callable[[], int] | None = None, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=None, persistent_workers=False, **kwargs)
+        # Its own generator: starting the workers must not draw from the global RNG that dropout uses.
+        super().__init__(dataset, batch_size=None, persistent_workers=False, generator=torch.Generator(), **kwargs)
         self.stream = dataset
         self.epoch_of = epoch_of
         self.epoch = 0
@@ -66,6 +68,8 @@ class StreamLoader(DataLoader):
         if self.epoch_of is not None:
             self.epoch = int(self.epoch_of())
         self.stream.epoch, self.stream.start_batch = self.epoch, self._skip
+        assert self.generator is not None
+        self.generator.manual_seed(self.stream.seed * 100_003 + self.epoch)  # worker seeds: from (seed, epoch)
         self.batches_done, self._skip = self._skip, 0
         for batch in super().__iter__():
             self.batches_done += 1
@@ -282,7 +286,7 @@ class StreamingDataModule(ResumableDataModule):
         return {"num_workers": self.num_workers, "collate_fn": SkipBadCollator(collator)}
 
     def _write_counts(self, stream: StreamDataset) -> None:
-        directory = self._report_dir()
+        directory = Path(stream.report_dir or ".")
         directory.mkdir(parents=True, exist_ok=True)
         payload = {"rows_per_epoch_by_source": self.source_counts, "batches_per_epoch": len(stream),
                    "world_size": stream.world, "batch_size": stream.batch_size}  # fmt: skip
@@ -292,6 +296,7 @@ class StreamingDataModule(ResumableDataModule):
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     def _report_dir(self) -> Path:
+        """``report_dir``, else the run directory. Call it on every rank: ``trainer.log_dir`` is a collective."""
         if self.report_dir is not None:
             return Path(self.report_dir)
         log_dir = getattr(self.trainer, "log_dir", None) if self.trainer is not None else None

@@ -31,7 +31,9 @@ from lightning.pytorch import __version__ as lightning_version
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from mmfuse._compat import CheckpointConfigHook, quiet_library_output
 from mmfuse._weights import TORCHVISION_PREFIX
@@ -216,8 +218,16 @@ class MMFuseCLI(CheckpointConfigHook, LightningCLI):
 
     def _resume_version(self, root: str) -> int | None:
         """The run directory to continue in when resuming: ``--ckpt_path last`` picks the newest run under the
-        root with a ``last.ckpt``; an explicit checkpoint inside ``<root>/version_N/`` continues version N."""
+        root with a ``last.ckpt``; an explicit checkpoint inside ``<root>/version_N/`` continues version N.
+
+        Under SLURM a ``fit`` without ``--ckpt_path`` (or with ``--ckpt_path hpc``) resumes from the newest
+        ``<root>/hpc_ckpt_N.ckpt``, which Lightning saves on the requeue signal (``SLURMEnvironment``'s
+        ``auto_requeue``) and would resume from by itself, but in a new run directory: here it continues the run
+        that its checkpoints went to."""
         ckpt_path = self._config_value("ckpt_path", default=None) if self.subcommand == "fit" else None
+        if self.subcommand == "fit" and (ckpt_path == "hpc" or (ckpt_path is None and SLURMEnvironment.detect())):
+            ckpt_path = _hpc_checkpoint(root, required=ckpt_path == "hpc")
+            self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
         if ckpt_path is None:
             return None
         if ckpt_path == "last":
@@ -228,9 +238,9 @@ class MMFuseCLI(CheckpointConfigHook, LightningCLI):
                 return None
             ckpt_path = str(found[-1])
             self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
-        run_dir = Path(ckpt_path).resolve().parent.parent
+        run_dir = _hpc_run_dir(ckpt_path) or Path(ckpt_path).resolve().parent.parent
         if run_dir.parent == Path(root).resolve() and run_dir.name.startswith("version_"):
-            return _version_number(Path(ckpt_path).resolve())
+            return _version_number(run_dir / "checkpoints" / Path(ckpt_path).name)
         return None
 
     def before_fit(self) -> None:
@@ -401,14 +411,37 @@ def _check_hardware(trainer_cfg: dict[str, Any]) -> None:
     accelerator = str(trainer_cfg.get("accelerator") or "auto")
     if not (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
         return
-    precision, strategy = str(trainer_cfg.get("precision")), str(trainer_cfg.get("strategy") or "auto")
+    precision, strategy = str(trainer_cfg.get("precision")), trainer_cfg.get("strategy") or "auto"
     if precision in ("16-mixed", "16"):
         raise ConfigError(
             f"trainer.precision={precision!r} needs a CUDA GPU (fp16 autocast with gradient scaling); on a CPU use "
             "'bf16-mixed' or '32-true'"
         )
-    if strategy.startswith("fsdp"):
-        raise ConfigError(f"trainer.strategy={strategy!r} needs CUDA GPUs; on a CPU use 'ddp' (gloo) or 'auto'")
+    # a name (`fsdp`) or the strategy object of a `class_path:` (FSDP2: experiments/launch/gpu_fsdp2.yaml)
+    name = strategy if isinstance(strategy, str) else type(strategy).__name__
+    if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or name.startswith("fsdp"):
+        raise ConfigError(f"trainer.strategy={name!r} needs CUDA GPUs; on a CPU use 'ddp' (gloo) or 'auto'")
+
+
+def _hpc_checkpoint(root: str, required: bool) -> str | None:
+    """The newest ``hpc_ckpt_N.ckpt`` directly under ``root`` (where Lightning saves them), or None; with
+    ``required`` (``--ckpt_path hpc``) a missing one is an error."""
+    found = [p for p in Path(root).glob("hpc_ckpt_*.ckpt") if p.stem.removeprefix("hpc_ckpt_").isdigit()]
+    if not found:
+        if required:
+            raise ConfigError(f"--ckpt_path hpc: no hpc_ckpt_N.ckpt in trainer.default_root_dir={root!r}")
+        return None
+    return str(max(found, key=lambda p: int(p.stem.removeprefix("hpc_ckpt_"))))
+
+
+def _hpc_run_dir(ckpt_path: str) -> Path | None:
+    """The run directory of an ``hpc_ckpt_N.ckpt`` (saved beside the runs, not in one): the one its checkpoint
+    callbacks wrote to; None for other checkpoints, or when they name no single run."""
+    if not Path(ckpt_path).name.startswith("hpc_ckpt_"):
+        return None
+    callbacks = safe_load(ckpt_path).get("callbacks") or {}
+    dirs = {Path(s["dirpath"]).resolve().parent for s in callbacks.values() if isinstance(s, dict) and s.get("dirpath")}
+    return dirs.pop() if len(dirs) == 1 else None
 
 
 def _version_number(path: Path) -> int:

@@ -132,6 +132,31 @@ class FusionLitModule(L.LightningModule):
             self.model.compile(mode=self.speed.compile_mode)  # in place: parameter names stay the same
             self._compiled = True
 
+    def configure_model(self) -> None:
+        """Shard the model with FSDP2 under Lightning's ``ModelParallelStrategy`` (which sets ``self.device_mesh``;
+        ``experiments/launch/gpu_fsdp2.yaml``): ``fully_shard`` on each encoder, each fusion layer, then the whole
+        model (the head and what else is left), over the mesh's data-parallel devices. Each unit's parameters are
+        gathered for its forward and backward only; gradients and optimizer state stay sharded.
+
+        Without a device mesh (every other strategy) it does nothing, and a model already sharded is left as it is
+        (Lightning calls this hook again for each ``fit`` / ``validate`` / ``test`` / ``predict``).
+        """
+        if self.device_mesh is None:
+            return
+        from torch.distributed.fsdp import FSDPModule, fully_shard  # imported here: slow, and only needed here
+
+        if isinstance(self.model, FSDPModule):
+            return
+        mesh = self.device_mesh
+        if "data_parallel" in (mesh.mesh_dim_names or ()):  # ModelParallelStrategy's 2-D (data, tensor) mesh
+            mesh = mesh["data_parallel"]
+        fusion = self.model.fusion
+        layers = [layer for child in fusion.children() if isinstance(child, nn.ModuleList) for layer in child]
+        for unit in (self.model.vision, self.model.text, *layers):
+            if unit is not None:
+                fully_shard(unit, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+
     def forward(self, batch: Batch) -> Tensor:
         """(B, K) logits for a batch (for retrieval: the image-text matching logits of its pairs)."""
         batch = self._prepared(batch)
