@@ -12,8 +12,8 @@ Reports, into ``benchmarks/results/stream_throughput.{json,md}``:
   fp32 (plain forward, backward and AdamW steps on batches in memory);
 * time to the first batch, with the row counts not yet cached (a fresh cache: every shard is read once to count it)
   and cached;
-* the resident memory (main process plus its workers) sampled over a whole epoch of the 100k pairs: it should stay
-  flat, since rows are read shard by shard through a bounded shuffle buffer.
+* the memory (proportional set size of the main process plus its workers) sampled over a whole epoch of the 100k
+  pairs: it should stay flat, since rows are read shard by shard through a bounded shuffle buffer.
 
 The shards are generated once under ``--out`` (default ``/tmp/mmfuse-stream-bench``) and reused.
 """
@@ -52,12 +52,12 @@ WARMUP = 2
 BATCH = 32
 
 
-def shards(out: Path, pairs: int, shard_size: int, side: int) -> tuple[Path, float | None]:
+def shards(out: Path, pairs: int, shard_size: int, side: int) -> tuple[Path, float]:
     """The shard directory for ``pairs`` pairs of ``side`` px (generated unless complete) and the seconds taken."""
     directory = out / f"{pairs}x{side}px"
     done = directory / "COMPLETE"
-    if done.is_file():
-        return directory, None
+    if done.is_file():  # generated before: the time it took then
+        return directory, json.loads(done.read_text())["seconds"]
     shutil.rmtree(directory, ignore_errors=True)
     scale = side / 64
     world = ShapesWorldConfig(image_size=side, min_object_size=int(10 * scale), max_object_size=int(16 * scale))
@@ -91,10 +91,12 @@ def first_batch_s(make: Any) -> float:
     return time.perf_counter() - start
 
 
-def _rss_bytes(pid: int) -> int:
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size: resident pages, each shared page divided among the processes sharing it (forked
+    workers share the parent's pages; their plain RSS would count them again)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -112,14 +114,14 @@ def _children(pid: int) -> list[int]:
 
 
 def epoch_rss(make: Any, every: int) -> dict[str, Any]:
-    """RSS of this process and its workers every ``every`` batches of one whole epoch."""
+    """Memory (PSS) of this process and its workers every ``every`` batches of one whole epoch."""
     pid, points, samples = os.getpid(), [], 0
     start = time.perf_counter()
     for i, batch in enumerate(make(), 1):
         samples += len(batch)
         if i % every == 0:
-            workers = sum(_rss_bytes(c) for c in _children(pid))
-            points.append({"batches": i, "samples": samples, "main_mib": _rss_bytes(pid) / 2**20,
+            workers = sum(_pss_bytes(c) for c in _children(pid))
+            points.append({"batches": i, "samples": samples, "main_mib": _pss_bytes(pid) / 2**20,
                            "workers_mib": workers / 2**20})  # fmt: skip
     seconds = time.perf_counter() - start
     totals = [p["main_mib"] + p["workers_mib"] for p in points]
@@ -165,7 +167,8 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         f"{record['torch_threads']}; batch {BATCH}; seed 0. Command: `{record['command']}`.",
         "",
         f"Shards: {record['pairs']} pairs at 64 px in shards of {record['shard_size']} (img2dataset layout), and "
-        f"{record['pairs_224']} pairs at 224 px. Generation: {record['generation_s']}.",
+        f"{record['pairs_224']} pairs at 224 px; generated in {record['generation_s']['64px']:.0f} s and "
+        f"{record['generation_s']['224px']:.0f} s.",
         "",
         "## Loader throughput next to what a training step consumes (fp32, one process)",
         "",
@@ -189,7 +192,8 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
     epoch = record.get("epoch")
     if epoch:
         lines += [
-            f"## Resident memory over a whole epoch ({epoch['samples']} samples, {epoch['workers']} workers, "
+            f"## Memory (PSS: shared pages divided among the processes) over a whole epoch ({epoch['samples']} "
+            f"samples, {epoch['workers']} workers, "
             f"{epoch['samples_per_s']} samples/s)",
             "",
             format_table(
@@ -199,7 +203,7 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
                 "rrrr",
             ),  # fmt: skip
             "",
-            f"Total RSS: {epoch['total_mib_first']} MiB at the first sample point, {epoch['total_mib_last']} MiB at "
+            f"Total: {epoch['total_mib_first']} MiB at the first sample point, {epoch['total_mib_last']} MiB at "
             f"the last, {epoch['total_mib_max']} MiB at most.",
         ]
     path.write_text("\n".join(lines) + "\n")
@@ -231,6 +235,11 @@ def main() -> None:
         first.append({"counts": "not cached", "workers": workers, "seconds": round(first_batch_s(make), 2)})
         first.append({"counts": "cached", "workers": workers, "seconds": round(first_batch_s(make), 2)})
         print(first[-2:])
+    epoch = None
+    if not args.skip_epoch:  # first, while this process holds no model
+        epoch = epoch_rss(partial(loader, small, cache, 64, 2, tokenizer), every=200)
+        epoch["workers"] = 2
+        print({k: v for k, v in epoch.items() if k != "points"})
     loader(large, cache, 224, 0, tokenizer).dataset.sources[0].shard_rows  # noqa: B018  (counted outside the timing)
 
     cells = []
@@ -241,17 +250,12 @@ def main() -> None:
             print(cells[-1])
     training = [training_rate("small", BATCH, args.steps), training_rate("base", 8, args.steps)]
     print(training)
-    epoch = None
-    if not args.skip_epoch:
-        epoch = epoch_rss(partial(loader, small, cache, 64, 2, tokenizer), every=200)
-        epoch["workers"] = 2
-        print({k: v for k, v in epoch.items() if k != "points"})
     record = {
         "provenance": collect_provenance(seed=0, repo_dir=REPO),
         "command": "python benchmarks/stream_throughput.py" + (" --skip-epoch" if args.skip_epoch else ""),
         "torch_threads": torch.get_num_threads(),
         "pairs": args.pairs, "pairs_224": args.pairs_224, "shard_size": args.shard_size, "batch_size": BATCH,
-        "generation_s": {"64px": gen_small, "224px": gen_large} if gen_small or gen_large else "reused from --out",
+        "generation_s": {"64px": gen_small, "224px": gen_large},
         "first_batch": first, "throughput": cells, "training": training, "epoch": epoch,
     }  # fmt: skip
     args.results.mkdir(parents=True, exist_ok=True)
