@@ -358,6 +358,36 @@ def data_throughput() -> tuple[str, list[str]]:
     return table(["dataset", "workers", "images", "images/s"], rows, "lrrr"), [name]
 
 
+def stream_throughput() -> tuple[str, list[str]]:
+    name = "stream_throughput.json"
+    data = load(name)
+    train = {t["image_size"]: t for t in data["training"]}
+    rows = []
+    for cell in data["throughput"]:
+        step = train[cell["image_size"]]
+        rows.append([f"{cell['image_size']} px", str(cell["workers"]), f"{cell['samples_per_s']:.0f}",
+                     f"{step['size']}, batch {step['batch_size']}", f"{step['samples_per_s']:.1f}",
+                     f"{cell['samples_per_s'] / step['samples_per_s']:.0f}x"])  # fmt: skip
+    header = ["images", "workers", "loader samples/s", "training step (fp32)", "training samples/s", "loader / step"]
+    return table(header, rows, "lrrlrr"), [name]
+
+
+def stream_first_batch() -> tuple[str, list[str]]:
+    name = "stream_throughput.json"
+    rows = [[r["counts"], str(r["workers"]), f"{r['seconds']:.2f}"] for r in load(name)["first_batch"]]
+    return table(["row counts", "workers", "seconds to the first batch"], rows, "lrr"), [name]
+
+
+def stream_epoch_rss() -> tuple[str, list[str]]:
+    name = "stream_throughput.json"
+    epoch = load(name)["epoch"]
+    points = epoch["points"][:: max(1, len(epoch["points"]) // 8)]
+    rows = [[str(p["samples"]), f"{p['main_mib']:.0f}", f"{p['workers_mib']:.0f}",
+             f"{p['main_mib'] + p['workers_mib']:.0f}"] for p in points]  # fmt: skip
+    header = ["samples read", "main process MiB", f"{epoch['workers']} workers MiB", "total MiB (PSS)"]
+    return table(header, rows, "rrrr"), [name]
+
+
 def _title(path: Path) -> str:
     """The first heading of the result's Markdown twin, else the file name."""
     twin = path.with_suffix(".md")
@@ -390,6 +420,9 @@ TABLES: dict[str, Callable[[], tuple[str, list[str]]]] = {
     "amp_tiny": amp_tiny,
     "startup": startup,
     "data_throughput": data_throughput,
+    "stream_throughput": stream_throughput,
+    "stream_first_batch": stream_first_batch,
+    "stream_epoch_rss": stream_epoch_rss,
     "results_index": results_index,
 }
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -40,6 +41,9 @@ from mmfuse.types import DataSpec
 __all__ = ["StreamingDataModule", "StreamLoader"]
 
 log = logging.getLogger(__name__)
+# Lightning warns that an IterableDataset's __len__ may be inaccurate with several workers; a stream's is exact (every
+# worker builds its own batches of one shared plan).
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 _TOKENIZER_TEXTS = 10_000  # texts a word-level tokenizer is trained on, from the start of the training sources
 

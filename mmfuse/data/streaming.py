@@ -182,6 +182,11 @@ class StreamSource:
             return expand_paths(self.config.path, self.config.format)
         return []
 
+    @property
+    def base_dir(self) -> Path:
+        """What relative image paths in the rows are relative to: the directory of the source's (first) file."""
+        return Path(self.files[0]).parent if self.files else Path(os.path.expanduser(self.config.path))
+
     @cached_property
     def dataset(self) -> Any:
         """The source as a ``datasets.IterableDataset`` with decoding off (images stay bytes or paths)."""
@@ -538,7 +543,7 @@ class StreamDataset(IterableDataset):
             text = _field(row, columns["text"])
             if text is None or not str(text).strip():
                 raise BadImageError(f"{where}: no caption in column {columns['text']!r}", "missing_text")
-            image = self._image(_field(row, columns["image"]), where, key)
+            image = self._image(_field(row, columns["image"]), where, key, source.base_dir)
         except BadImageError as err:
             record = BadRecord(self.split, position, key, where, where, err.reason, str(err), stage="load")
             if not self.skip_bad:
@@ -552,13 +557,13 @@ class StreamDataset(IterableDataset):
         return {"image": image, "text": str(text), "label": -1 if label is None else int(label), "image_id": image_id,
                 "index": position}  # fmt: skip
 
-    def _image(self, value: Any, where: str, key: str) -> Any:
+    def _image(self, value: Any, where: str, key: str, base_dir: Path) -> Any:
         if isinstance(value, dict):  # datasets' Image feature, undecoded: {"bytes": ..., "path": ...}
             value = value.get("bytes") or value.get("path")
         if isinstance(value, (bytes, bytearray)):
             file: Any = _NamedBytes(bytes(value), where)
         elif isinstance(value, str) and value:
-            file = value
+            file = base_dir / os.path.expanduser(value)  # a relative path: relative to the source's files
         else:
             raise BadImageError(f"{where}: no image ({type(value).__name__})", "missing_file")
         if self.transform is None:

@@ -106,8 +106,11 @@ def test_formats_open_through_datasets(stream_parquet: Path, tmp_path: Path) -> 
     rows = _epoch([imagefolder], 1, 0, batch_size=2)[0]
     assert sum(map(len, rows)) == 8
     jsonl = tmp_path / "pairs.jsonl"
-    jsonl.write_text("".join(json.dumps({"img": str(folder / line["file_name"]), "caption": line["text"]}) + "\n"
-                             for line in lines))  # fmt: skip
+    jsonl.write_text(
+        "".join(
+            json.dumps({"img": f"folder/train/{line['file_name']}", "caption": line["text"]}) + "\n" for line in lines
+        )
+    )  # fmt: skip  (paths relative to the JSON file)
     source = StreamSource(StreamSourceConfig("json", str(jsonl)), tmp_path)
     assert source.columns == {"image": "img", "text": "caption"}
     stream = StreamDataset([source], "train", 4, 48, shuffle=False, drop_last=False)
