@@ -103,9 +103,15 @@ def build_cli(config: Path, overrides: Sequence[str], fit_root: Path | None = No
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            return build_from_config(cfg)
+            cli = build_from_config(cfg)
     except SystemExit as err:  # the config parser printed its usage and an `error:` message
         raise ConfigError(f"{config}: {_parser_error(stderr.getvalue())}") from err
+    if not getattr(cli.datamodule, "indexable", True):
+        raise ConfigError(
+            f"{config}: its data is streamed ({type(cli.datamodule).__name__}); the tools read data row by row: give "
+            "them the same rows as ImageTextDataModule files (e.g. an imagefolder with a metadata.jsonl) in --config"
+        )
+    return cli
 
 
 def _parser_error(printed: str) -> str:

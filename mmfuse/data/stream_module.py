@@ -131,6 +131,8 @@ class StreamingDataModule(ResumableDataModule):
         augment: random training augmentation (timm's); None = resize + centre crop.
     """
 
+    indexable = False  # rows come as a stream: the tools that index rows (explain, audit, probe) refuse it
+
     def __init__(
         self,
         sources: list[StreamSourceConfig],

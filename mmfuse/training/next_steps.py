@@ -56,6 +56,9 @@ def trained_checkpoint(trainer: L.Trainer) -> Path | None:
 def format_next_steps(trainer: L.Trainer, curves: Path | None = None) -> str | None:
     """The block ``mmfuse fit`` ends with: where the curves are, then :func:`next_step_commands` for the trained
     checkpoint; None (with the reason logged) without a run directory, its ``config.yaml`` or a checkpoint."""
+    if not getattr(getattr(trainer, "datamodule", None), "indexable", True):
+        log.info("streamed data: the next-step commands (mmfuse explain, audit, probe, report) read rows by index")
+        return None
     run_dir = run_dir_of(trainer) or Path(trainer.default_root_dir)
     ckpt = trained_checkpoint(trainer)
     if ckpt is None or not (run_dir / CONFIG_FILE).is_file():

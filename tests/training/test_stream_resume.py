@@ -18,6 +18,7 @@ import lightning as L
 import pytest
 import yaml
 
+from mmfuse.cli import main
 from mmfuse.data.collate import image_id_hash
 from mmfuse.data.shapes import answer_vocabulary
 from mmfuse.experiment import read_experiment
@@ -87,7 +88,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
 def test_streaming_fit_through_the_cli(tmp_path: Path, cache_dir: Path, stream_shards: Path, stream_parquet: Path,
-                                       fmt: str) -> None:  # fmt: skip
+                                       fmt: str, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     source = {"format": "parquet", "path": str(stream_parquet)}
     if fmt == "webdataset":
         source = {"format": "webdataset", "path": str(stream_shards / "{000000..000003}.tar"),
@@ -100,12 +101,19 @@ def test_streaming_fit_through_the_cli(tmp_path: Path, cache_dir: Path, stream_s
         "--trainer.limit_val_batches=2",
         "--last_checkpoint.every_n_train_steps=4",
     ]
-    _finish(_fit(config, tmp_path / "run", cache_dir, *one))
+    out = _finish(_fit(config, tmp_path / "run", cache_dir, *one))
+    assert "next steps" not in out  # the tools index rows; they refuse streamed data (below)
     run = tmp_path / "run" / "version_0"
     assert safe_load(run / "checkpoints" / "last.ckpt")["global_step"] == STREAM_PAIRS // 4  # one process: 16 steps
     counts = json.loads((run / "data_sources.json").read_text())
     assert counts["rows_per_epoch_by_source"] == {Path(source["path"]).parent.name if fmt == "webdataset"
                                                   else Path(source["path"]).name: STREAM_PAIRS}  # fmt: skip
+    if fmt == "parquet":
+        with pytest.raises(SystemExit) as exit_info:
+            main(["audit", "--config", str(run / "config.yaml"), "--ckpt", str(run / "checkpoints" / "last.ckpt"),
+                  "--out", str(tmp_path / "audit")])  # fmt: skip
+        assert exit_info.value.code == 2
+        assert "its data is streamed (StreamingDataModule)" in capsys.readouterr().err
 
 
 def test_stream_killed_mid_epoch_under_ddp_resumes_every_row_exactly_once(
