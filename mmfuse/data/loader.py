@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mmfuse.errors import ConfigError
 
-__all__ = ["ResumableDataLoader", "ResumableSampler", "SampleKey", "sample_seed"]
+__all__ = ["ResumableDataLoader", "ResumableSampler", "SampleKey", "check_same_order", "sample_seed"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,18 @@ def sample_seed(purpose: str, seed: int, epoch: int, item: Any) -> int:
     """
     digest = hashlib.blake2b(f"{purpose}/{seed}/{epoch}/{item}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def check_same_order(saved: dict[str, int], ours: dict[str, int]) -> None:
+    """Refuse to resume a loader whose order would differ from the checkpoint's: another batch size, number of
+    processes or seed (a :class:`ConfigError` naming each change)."""
+    changed = [k for k in ("batch_size", "num_replicas", "seed") if saved.get(k) != ours[k]]
+    if changed:
+        detail = ", ".join(f"{k} {saved.get(k)} -> {ours[k]}" for k in changed)
+        raise ConfigError(
+            f"cannot resume the data order exactly: the checkpoint's loader differs ({detail}); resume with the "
+            "same batch size, number of processes and seed"
+        )
 
 
 class ResumableSampler(DistributedSampler):
@@ -127,13 +139,6 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue after the recorded batch on the next iteration; a finished epoch starts the next one fresh."""
-        ours = self.state_dict()
-        changed = [k for k in ("batch_size", "num_replicas", "seed") if state.get(k) != ours[k]]
-        if changed:
-            detail = ", ".join(f"{k} {state.get(k)} -> {ours[k]}" for k in changed)
-            raise ConfigError(
-                f"cannot resume the data order exactly: the checkpoint's loader differs ({detail}); resume with the "
-                "same batch size, number of processes and seed"
-            )
+        check_same_order(state, self.state_dict())
         self.sampler.set_epoch(state["epoch"])
         self._skip = state["batches_done"] if state["batches_done"] < len(self) else 0

@@ -31,6 +31,7 @@ from mmfuse.data.collate import ImageTextCollator
 from mmfuse.data.datamodule import ResumableDataModule
 from mmfuse.data.image_text import SkipBadCollator
 from mmfuse.data.images import DEFAULT_MAX_PIXELS
+from mmfuse.data.loader import check_same_order
 from mmfuse.data.shapes import default_cache_dir
 from mmfuse.data.streaming import StreamDataset, StreamSource, StreamSourceConfig
 from mmfuse.data.tokenizer import load_tokenizer, train_word_tokenizer
@@ -93,14 +94,7 @@ class StreamLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue after the recorded batch on the next iteration; a finished epoch starts the next one fresh."""
-        ours = self.state_dict()
-        changed = [k for k in ("batch_size", "num_replicas", "seed") if state.get(k) != ours[k]]
-        if changed:
-            detail = ", ".join(f"{k} {state.get(k)} -> {ours[k]}" for k in changed)
-            raise ConfigError(
-                f"cannot resume the data stream exactly: the checkpoint's loader differs ({detail}); resume with the "
-                "same batch size, number of processes and seed"
-            )
+        check_same_order(state, self.state_dict())
         self.epoch = int(state["epoch"])
         self._skip = state["batches_done"] if state["batches_done"] < len(self) else 0
 

@@ -174,3 +174,28 @@ def test_decoded_images_are_the_shard_images(stream_shards: Path, tmp_path: Path
     assert item["image"].size == expected.size == (48, 48)
     assert np.array_equal(np.asarray(item["image"]), np.asarray(expected))
     assert item["label"] == row["json"]["label"] and item["text"] == row["txt"]
+
+
+def test_stream_loader_state_resumes_after_its_batches(stream_shards: Path, tmp_path: Path) -> None:
+    from mmfuse.data.stream_module import StreamLoader
+
+    source = _source(stream_shards, tmp_path)
+
+    def loader(batch_size: int = 4) -> StreamLoader:
+        stream = StreamDataset([source], "train", batch_size, 48, world=2, rank=1, buffer_size=8)
+        return StreamLoader(stream, num_workers=2, collate_fn=lambda rows: [row["image_id"] for row in rows])
+
+    first = loader()
+    epoch0 = list(first)
+    assert first.state_dict()["epoch"] == 1 and len(epoch0) == len(first) == 8  # a full pass advances the epoch
+    batches = iter(first)
+    head = [next(batches) for _ in range(3)]
+    state = first.state_dict()
+    assert state == {"epoch": 1, "batches_done": 3, "batch_size": 4, "num_replicas": 2, "seed": 0}
+    resumed = loader()
+    resumed.load_state_dict(state)
+    reference = loader()
+    list(reference)  # epoch 0
+    assert head + list(resumed) == list(reference)  # epoch 1, uninterrupted
+    with pytest.raises(ConfigError, match="batch_size 4 -> 8"):
+        loader(batch_size=8).load_state_dict(state)
