@@ -40,13 +40,13 @@ def resolve_module(model: nn.Module, path: str) -> nn.Module:
     Raises:
         ConfigError: no such module; the message lists valid paths near the given one.
     """
-    modules = dict(model.named_modules())
-    if path not in modules or not path:
-        hints = _nearby_paths(path, modules)
-        raise ConfigError(
-            f"target_layer={path!r} is not a module of {type(model).__name__}. Valid paths near it: {hints}"
-        )
-    return model.get_submodule(path)
+    if path:
+        try:
+            return model.get_submodule(path)  # follows the path only: no walk over the whole model on every call
+        except AttributeError:
+            pass
+    hints = _nearby_paths(path, dict(model.named_modules()))
+    raise ConfigError(f"target_layer={path!r} is not a module of {type(model).__name__}. Valid paths near it: {hints}")
 
 
 @dataclass
@@ -141,7 +141,8 @@ def explain_mode(model: nn.Module) -> Iterator[nn.Module]:
     """
     training = {module: module.training for module in model.modules()}
     frozen = [p for p in model.parameters() if not p.requires_grad]
-    model.eval()
+    if any(training.values()):
+        model.eval()
     for p in frozen:
         p.requires_grad_(True)
     try:
@@ -151,4 +152,5 @@ def explain_mode(model: nn.Module) -> Iterator[nn.Module]:
         for p in frozen:
             p.requires_grad_(False)
         for module, flag in training.items():
-            module.training = flag
+            if module.training != flag:  # only what changed: a model explained in eval mode is left untouched
+                module.training = flag

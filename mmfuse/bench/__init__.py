@@ -1,6 +1,7 @@
 """Benchmarks of training speed: mixed precision (``mmfuse bench amp``), FLOPs and MFU, loss parity across
 precisions and the per-step cost of Lightning. Only :mod:`mmfuse.bench.overhead` uses Lightning, and it imports it
-inside its functions, so this package imports without Lightning (and without ``datasets``). The names below are
+inside its functions, so this package imports without Lightning (and without ``datasets``); Accelerate, optional,
+is imported only when :mod:`mmfuse.bench.peer_loops` builds its loop. The names below are
 imported on first use, so ``mmfuse bench --help`` reads :mod:`mmfuse.bench.config` without importing any model."""
 
 from __future__ import annotations

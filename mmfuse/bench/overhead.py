@@ -1,18 +1,31 @@
 """What Lightning costs per step: mmfuse's :class:`~mmfuse.training.FusionLitModule` under ``lightning.Trainer``
-against a plain PyTorch loop over the same model, batches and optimizer settings, in one process.
+against a plain PyTorch loop and a Hugging Face Accelerate loop over the same model, batches and optimizer settings,
+in one process.
 
-The two are interleaved step by step, so that load from other processes hits both alike: during ``Trainer.fit``,
-a callback runs one step of the plain loop (on its own copy of the model) at the end of every Lightning step and
-times it. A Lightning step is the interval between the starts of consecutive Lightning steps, less the plain step
-run inside it, so it holds all of Lightning's per-step work (hooks, logging, metrics, optimizer and scheduler).
-The ratio is the median over steps of lightning_i / plain_i, warm-up steps excluded. On CPU the clock is the
-process's CPU time, so that waiting for other processes on a shared machine inflates neither loop; on CUDA it is
-wall time with the device synchronised at every mark, which exposes host overhead that asynchronous execution could
+The loops are interleaved step by step, so that load from other processes hits them alike: during ``Trainer.fit``,
+a callback runs one step of the plain loop and one of the Accelerate loop (each on its own copy of the model; plain
+first on even steps, Accelerate first on odd ones) at the end of every Lightning step and times them. A Lightning
+step is the interval between the starts of consecutive Lightning steps, less the peer steps run inside it, so it
+holds all of Lightning's per-step work (hooks, logging, metrics, optimizer and scheduler). The ratios are medians
+over steps of lightning_i / plain_i and accelerate_i / plain_i, warm-up steps excluded. On CPU the clock is the
+process's CPU time, so that waiting for other processes on a shared machine inflates no loop; on CUDA it is wall
+time with the device synchronised at every mark, which exposes host overhead that asynchronous execution could
 otherwise hide: the CUDA ratio is an upper bound.
 
-A second fit, ``lightning_bare``, runs the same module with a ``training_step`` that only computes the loss (no
-``self.log``, no metric update), to split Lightning's cost between the trainer loop and the module's per-step
-logging and metrics. Lightning is imported only inside these functions.
+The Accelerate loop is ``Accelerator(mixed_precision="no"|"bf16")``, ``accelerator.prepare(model, optimizer,
+scheduler)``, forward and loss under ``accelerator.autocast()``, ``accelerator.backward(loss)``. It runs when
+``accelerate`` is installed (``pip install 'mmfuse[bench]'``) and is recorded as skipped, with the reason, otherwise.
+
+Time to the first step, per loop and fit, on the loop clock and on the wall clock: for Lightning, from just before
+``lightning.Trainer(...)`` to the end of the first step; for the plain loop, its setup (optimizer and scheduler)
+plus its first step; for Accelerate, its setup (``Accelerator(...)`` and ``prepare``) plus its first step. Every
+loop receives a built model, and the medians are over the counted fits, so one-time costs of the process (imports,
+thread pools) are not in it.
+
+A second fit, ``lightning_bare`` (``bare=True``), runs the same module with a ``training_step`` that only computes
+the loss (no ``self.log``, no metric update), to split Lightning's cost between the trainer loop and the module's
+per-step logging and metrics. Lightning is imported only inside these functions, Accelerate only when
+:class:`~mmfuse.bench.peer_loops.AccelerateLoop` is built.
 """
 
 from __future__ import annotations
@@ -21,7 +34,6 @@ import copy
 import dataclasses
 import logging
 import statistics
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmfuse.bench.peer_loops import AccelerateLoop, PeerLoop, PlainLoop, accelerate_missing, clock_marks, loop_clock
 from mmfuse.bench.precision import synthetic_batches
 from mmfuse.bench.sizes import ModelSize
-from mmfuse.bench.timing import synchronize
-from mmfuse.config import MODEL_KEYS, OptimConfig
-from mmfuse.models import ImageTextModel
+from mmfuse.bench.timing import release_memory
+from mmfuse.config import MODEL_KEYS
 from mmfuse.types import Batch
 
-__all__ = ["OVERHEAD_TARGET", "OverheadResult", "measure_overhead", "plain_optimizer"]
+__all__ = ["OVERHEAD_TARGET", "OverheadResult", "measure_overhead"]
 
 logger = logging.getLogger(__name__)
 OVERHEAD_TARGET = 1.02
@@ -47,7 +59,7 @@ OVERHEAD_TARGET = 1.02
 
 @dataclass
 class OverheadResult:
-    """Lightning against the plain loop.
+    """Lightning against the plain and Accelerate loops.
 
     Attributes:
         size: model size name.
@@ -57,15 +69,24 @@ class OverheadResult:
         steps_per_block: steps of each ``Trainer.fit``.
         warmup_steps: leading steps of each fit that are not counted.
         rounds: fits per Lightning variant.
-        step_s: median seconds per step of ``lightning``, ``lightning_bare`` and of the plain steps paired with
-            each (``plain (lightning)``, ``plain (lightning_bare)``).
-        extra_s: per Lightning variant, the median over steps of lightning_i - plain_i: Lightning's cost per step.
+        step_s: median seconds per step of each Lightning variant (``lightning``, ``lightning_bare``), of the
+            peer steps paired with each (``plain (<variant>)``, ``accelerate (<variant>)``) and, when Accelerate
+            ran, of the peer steps of every fit (``plain``, ``accelerate``).
+        extra_s: per Lightning variant, the median over steps of lightning_i - plain_i: Lightning's cost per step;
+            ``accelerate``: the median of accelerate_i - plain_i over the steps of every fit.
         ratio: median over counted steps of lightning_i / plain_i (each plain step ran right after its
             Lightning step).
-        ratio_bare: the same for ``lightning_bare`` (module logging and metrics removed).
+        ratio_bare: the same for ``lightning_bare`` (module logging and metrics removed); None when not run.
+        ratio_accelerate: median over the counted steps of every fit of accelerate_i / plain_i; None when not run.
+        ratio_to_fastest: ``lightning``, ``plain`` and ``accelerate``: the median step of each in the ``lightning``
+            fits over the smallest of them (1.0 = the fastest loop).
+        first_step_s: median over counted fits of each loop's time to its first step (``lightning``,
+            ``lightning_bare``, ``plain``, ``accelerate``), on the loop clock.
+        first_step_wall_s: the same on the wall clock.
         metric_update_s: median seconds of one ``MulticlassAccuracy`` update on (B, K) logits, alone.
-        per_round: every fit's median seconds per step, by loop (``plain (<variant>)``: the plain steps paired
-            with that fit).
+        per_round: every fit's median seconds per step, by loop (``plain (<variant>)``, ``accelerate (<variant>)``:
+            the peer steps paired with that fit).
+        skipped: loop -> why it did not run (Accelerate not installed, or not asked for).
         clock: ``process_cpu_time`` (CPU) or ``wall`` (CUDA).
         target: the ratio aimed at.
         meets_target: ratio <= target.
@@ -82,87 +103,59 @@ class OverheadResult:
     extra_s: dict[str, float] = field(default_factory=dict)
     ratio: float | None = None
     ratio_bare: float | None = None
+    ratio_accelerate: float | None = None
+    ratio_to_fastest: dict[str, float] = field(default_factory=dict)
+    first_step_s: dict[str, float] = field(default_factory=dict)
+    first_step_wall_s: dict[str, float] = field(default_factory=dict)
     metric_update_s: float | None = None
     per_round: list[dict[str, float]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
     clock: str = "wall"
     target: float = OVERHEAD_TARGET
     meets_target: bool | None = None
 
 
-def plain_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW without decay on biases and norm weights plus the warm-up schedule, stepped every optimizer step:
-    the settings of ``FusionLitModule.configure_optimizers``, for a loop without Lightning."""
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+@dataclass
+class _Fit:
+    """The timings of one ``Trainer.fit`` with its peer steps.
 
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=cfg.betas,
-        fused=getattr(cfg, "fused", None),  # a newer OptimConfig field; None is PyTorch's default
-    )
-    warmup = int(cfg.warmup_ratio * total_steps)
-    if cfg.schedule == "cosine":
-        return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    return optimizer, get_constant_schedule_with_warmup(optimizer, warmup)
-
-
-class _PlainLoop:
-    """The plain loop, one step at a time: the work of ``FusionLitModule.training_step`` without its logging and
-    metric, then AdamW and the scheduler, with the module's optimizer settings.
-
-    Args:
-        model: its own copy of the model, on ``device``.
-        batches: the batches, cycled.
-        cfg: optimizer settings.
-        precision: ``32-true`` or ``bf16-mixed``.
-        device: where the model lives.
+    Attributes:
+        lightning: seconds of Lightning steps 0..N-2.
+        peers: loop name -> seconds of its steps run after each of those Lightning steps.
+        first_step: loop name (the Lightning variant's own name for Lightning) -> (loop clock, wall) seconds to the
+            end of its first step: from just before ``Trainer(...)``, or the peer's setup plus first step.
     """
 
-    def __init__(
-        self, model: ImageTextModel, batches: list[Batch], cfg: OptimConfig, precision: str, device: torch.device
-    ) -> None:
-        self.model, self.batches, self.device = model.train(), batches, device
-        self.use_bf16 = precision == "bf16-mixed"
-        self.optimizer, self.scheduler = plain_optimizer(model, cfg, len(batches))
-
-    def step(self, index: int) -> float:
-        """Train on batch ``index``; returns the seconds it took."""
-        start = _now(self.device)
-        batch = self.batches[index % len(self.batches)].to(self.device)
-        assert batch.labels is not None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            logits = self.model(batch.images, batch.input_ids, batch.attention_mask).logits
-            loss = F.cross_entropy(logits, batch.labels)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return _now(self.device) - start
+    lightning: list[float]
+    peers: dict[str, list[float]]
+    first_step: dict[str, tuple[float, float]]
 
 
 def _paired_fit(
-    module: Any, plain: _PlainLoop, batches: list[Batch], precision: str, device: torch.device
-) -> tuple[list[float], list[float]]:
-    """One ``Trainer.fit`` of ``module`` on ``batches`` with a plain step after every Lightning step.
-
-    Returns:
-        (seconds of Lightning steps 0..N-2, seconds of the plain steps run after each of them).
-    """
+    name: str, module: Any, peers: dict[str, PeerLoop], batches: list[Batch], precision: str, device: torch.device
+) -> _Fit:
+    """One ``Trainer.fit`` of ``module`` on ``batches`` with one step of every peer loop after each Lightning step."""
     import lightning as L
     from torch.utils.data import DataLoader
 
     starts: list[float] = []
-    plain_s: list[float] = []
+    first: list[tuple[float, float]] = []
+    peer_s: dict[str, list[float]] = {name: [] for name in peers}
+    peer_steps: list[float] = []  # seconds of all peer steps run after each Lightning step
 
     class PairedClock(L.Callback):
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            starts.append(_now(device))
+            starts.append(loop_clock(device))
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            plain_s.append(plain.step(batch_idx))
+            if not first:
+                first.append(clock_marks(device))
+            names = list(peers) if batch_idx % 2 == 0 else list(peers)[::-1]
+            for name in names:
+                peer_s[name].append(peers[name].step(batch_idx))
+            peer_steps.append(sum(peer_s[name][-1] for name in names))
 
+    created = clock_marks(device)
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -176,21 +169,17 @@ def _paired_fit(
         callbacks=[PairedClock()],
     )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))  # type: ignore[arg-type]
-    lightning_s = [b - a - p for a, b, p in zip(starts, starts[1:], plain_s)]
-    return lightning_s, plain_s[: len(lightning_s)]
+    lightning_s = [b - a - p for a, b, p in zip(starts, starts[1:], peer_steps)]
+    first_step = {name: (first[0][0] - created[0], first[0][1] - created[1])}
+    for peer, loop in peers.items():
+        assert loop.first_step is not None
+        first_step[peer] = loop.first_step
+    return _Fit(lightning_s, {peer: s[: len(lightning_s)] for peer, s in peer_s.items()}, first_step)
 
 
-def _now(device: torch.device) -> float:
-    """Seconds on the loop's clock: wall time on CUDA (after a synchronize); on CPU the CPU time of this process,
-    which time spent waiting for other processes' work does not inflate."""
-    if device.type == "cuda":
-        synchronize(device)
-        return time.perf_counter()
-    return time.process_time()
-
-
-def _lightning_modules(size: ModelSize) -> tuple[Any, Any]:
-    """(FusionLitModule, the same with a loss-only training_step) of ``size``, with the same initial weights."""
+def _lightning_modules(size: ModelSize, bare: bool) -> dict[str, Any]:
+    """``lightning``: FusionLitModule of ``size``; with ``bare``, ``lightning_bare``: the same with a loss-only
+    training_step and the same initial weights."""
     from mmfuse.training import FusionLitModule
 
     class BareLitModule(FusionLitModule):
@@ -201,13 +190,14 @@ def _lightning_modules(size: ModelSize) -> tuple[Any, Any]:
             return F.cross_entropy(self(batch), batch.labels)
 
     cfg = size.model
-    modules = [
-        cls(**{key: getattr(cfg, key) for key in MODEL_KEYS}, optim=size.optim, data_spec=size.spec)
-        for cls in (FusionLitModule, BareLitModule)
-    ]
-    module, bare = modules
-    bare.load_state_dict(module.state_dict())
-    return module, bare
+    classes = {"lightning": FusionLitModule} | ({"lightning_bare": BareLitModule} if bare else {})
+    modules = {
+        name: cls(**{key: getattr(cfg, key) for key in MODEL_KEYS}, optim=size.optim, data_spec=size.spec)
+        for name, cls in classes.items()
+    }
+    for module in modules.values():
+        module.load_state_dict(modules["lightning"].state_dict())
+    return modules
 
 
 def _metric_update_s(size: ModelSize, batch_size: int, device: torch.device, calls: int = 50) -> float:
@@ -219,9 +209,9 @@ def _metric_update_s(size: ModelSize, batch_size: int, device: torch.device, cal
     labels = torch.randint(0, size.spec.num_classes, (batch_size,), device=device)
     times = []
     for _ in range(calls + 3):
-        start = _now(device)
+        start = loop_clock(device)
         metric(logits, labels)
-        times.append(_now(device) - start)
+        times.append(loop_clock(device) - start)
     return statistics.median(times[3:])
 
 
@@ -234,34 +224,49 @@ def measure_overhead(
     warmup: int = 3,
     precision: str = "32-true",
     seed: int = 0,
+    accelerate: bool = True,
+    bare: bool = True,
 ) -> OverheadResult:
-    """Fit the Lightning module and its bare variant ``rounds`` times each (alternating which goes first), every
-    Lightning step followed by a timed plain step.
+    """Fit the Lightning module (and its bare variant) ``rounds`` times each (alternating which goes first), every
+    Lightning step followed by a timed step of the plain loop and of the Accelerate loop.
 
     Args:
-        size: the model size (its ``optim`` gives the optimizer settings of both loops).
+        size: the model size (its ``optim`` gives the optimizer settings of every loop).
         device: where to train.
         batch_size: batch size B.
         steps: steps per fit; the first ``warmup`` and the last (which has no end mark) are not counted.
         rounds: fits per Lightning variant.
         warmup: leading steps of each fit that are not counted.
-        precision: ``32-true`` or ``bf16-mixed`` (Lightning's plugin vs. ``torch.autocast`` in the plain loop).
+        precision: ``32-true`` or ``bf16-mixed`` (Lightning's plugin, ``torch.autocast`` in the plain loop,
+            ``Accelerator(mixed_precision="bf16")``).
         seed: seed of the weights and batches.
+        accelerate: run the Accelerate loop when ``accelerate`` is installed (recorded in ``skipped`` otherwise).
+        bare: also fit ``lightning_bare`` (the module without per-step logging and metrics).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        modules = dict(zip(("lightning", "lightning_bare"), _lightning_modules(size)))
-    plain_model = copy.deepcopy(modules["lightning"].model).to(device)
+        modules = _lightning_modules(size, bare)
+    initial = copy.deepcopy(modules["lightning"].model)  # each Accelerate fit prepares a fresh copy of it
+    plain_model = copy.deepcopy(initial).to(device)
     pool = synthetic_batches(size, batch_size, count=4, seed=seed, device=device)
     batches = [pool[i % len(pool)] for i in range(steps)]
+    skipped = {} if bare else {"lightning_bare": "not asked for (bare=False)"}
+    missing = accelerate_missing() if accelerate else "not asked for (accelerate=False)"
+    if missing is not None:
+        skipped["accelerate"] = missing
 
-    def fit(name: str, batches: list[Batch]) -> tuple[list[float], list[float]]:
-        plain = _PlainLoop(plain_model, batches, size.optim, precision, device)
-        return _paired_fit(modules[name], plain, batches, precision, device)
+    def fit(name: str, batches: list[Batch]) -> _Fit:
+        release_memory()  # the previous fit's trainer, optimizers and Accelerate copy (some in reference cycles)
+        peers: dict[str, PeerLoop] = {"plain": PlainLoop(plain_model, batches, size.optim, precision, device)}
+        if missing is None:
+            model = copy.deepcopy(initial).to(device)
+            peers["accelerate"] = AccelerateLoop(model, batches, size.optim, precision, device)
+        return _paired_fit(name, modules[name], peers, batches, precision, device)
 
-    result = OverheadResult(size.name, precision, device.type, batch_size, steps, warmup, rounds)
+    result = OverheadResult(size.name, precision, device.type, batch_size, steps, warmup, rounds, skipped=skipped)
     result.clock = "wall" if device.type == "cuda" else "process_cpu_time"
-    pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in modules}
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in modules}  # variant -> loop -> step seconds
+    firsts: dict[str, list[tuple[float, float]]] = {}  # loop -> (loop clock, wall) time to the first step, per fit
     with warnings.catch_warnings(), _quiet_lightning():
         warnings.simplefilter("ignore")  # Lightning's advice on workers and logging intervals
         for name in modules:  # one short fit each, not counted: first-call costs (allocator, thread pools)
@@ -269,29 +274,53 @@ def measure_overhead(
         for index in range(rounds):
             block: dict[str, float] = {}
             for name in sorted(modules, reverse=index % 2 == 1):
-                lightning_s, plain_s = (times[warmup:] for times in fit(name, batches))
-                pairs[name] += list(zip(lightning_s, plain_s))
-                block |= {name: statistics.median(lightning_s), f"plain ({name})": statistics.median(plain_s)}
+                done = fit(name, batches)
+                counted = {name: done.lightning[warmup:]} | {peer: s[warmup:] for peer, s in done.peers.items()}
+                for loop, seconds in counted.items():
+                    samples[name].setdefault(loop, []).extend(seconds)
+                    block[name if loop == name else f"{loop} ({name})"] = statistics.median(seconds)
+                for loop, seconds_to_first in done.first_step.items():
+                    firsts.setdefault(loop, []).append(seconds_to_first)
             result.per_round.append(block)
             logger.info("overhead round %d: %s", index + 1, {k: f"{v * 1e3:.1f} ms" for k, v in block.items()})
-    return _summarise(result, pairs, _metric_update_s(size, batch_size, device))
+    result.first_step_s = {loop: statistics.median(t[0] for t in times) for loop, times in firsts.items()}
+    result.first_step_wall_s = {loop: statistics.median(t[1] for t in times) for loop, times in firsts.items()}
+    return _summarise(result, samples, _metric_update_s(size, batch_size, device))
 
 
-def _summarise(result: OverheadResult, pairs: dict[str, list[tuple[float, float]]], metric_s: float) -> OverheadResult:
-    """Medians per loop and the median per-step ratio of each Lightning variant to its paired plain steps."""
-    ratios = {name: statistics.median(lit / p for lit, p in pairs[name]) for name in pairs}
+def _summarise(result: OverheadResult, samples: dict[str, dict[str, list[float]]], metric_s: float) -> OverheadResult:
+    """Medians per loop, the median per-step ratios to the paired plain steps, and each loop against the fastest.
+
+    Args:
+        result: the result so far.
+        samples: Lightning variant -> loop (the variant itself, ``plain``, ``accelerate``) -> counted step seconds,
+            aligned by step.
+        metric_s: seconds of one metric update.
+    """
     step_s: dict[str, float] = {}
-    for name, values in pairs.items():
+    for variant, loops in samples.items():
         step_s |= {
-            name: statistics.median(lit for lit, _ in values),
-            f"plain ({name})": statistics.median(p for _, p in values),
+            (loop if loop == variant else f"{loop} ({variant})"): statistics.median(s) for loop, s in loops.items()
         }
+    paired = {variant: list(zip(loops[variant], loops["plain"])) for variant, loops in samples.items()}
+    ratios = {variant: statistics.median(lit / p for lit, p in pairs) for variant, pairs in paired.items()}
+    extra_s = {variant: statistics.median(lit - p for lit, p in pairs) for variant, pairs in paired.items()}
+    ratio_accelerate = None
+    accelerate = [pair for loops in samples.values() for pair in zip(loops.get("accelerate", []), loops["plain"])]
+    if accelerate:  # the peers' steps of every fit, pooled: they do not depend on the Lightning variant
+        step_s |= {"accelerate": statistics.median(a for a, _ in accelerate)}
+        step_s |= {"plain": statistics.median(p for _, p in accelerate)}
+        ratio_accelerate = statistics.median(a / p for a, p in accelerate)
+        extra_s["accelerate"] = statistics.median(a - p for a, p in accelerate)
+    medians = {loop: statistics.median(s) for loop, s in samples["lightning"].items()}
     return dataclasses.replace(
         result,
         step_s=step_s,
-        extra_s={name: statistics.median(lit - p for lit, p in values) for name, values in pairs.items()},
+        extra_s=extra_s,
         ratio=ratios["lightning"],
-        ratio_bare=ratios["lightning_bare"],
+        ratio_bare=ratios.get("lightning_bare"),
+        ratio_accelerate=ratio_accelerate,
+        ratio_to_fastest={loop: seconds / min(medians.values()) for loop, seconds in medians.items()},
         metric_update_s=metric_s,
         meets_target=ratios["lightning"] <= result.target,
     )

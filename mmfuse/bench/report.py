@@ -178,20 +178,31 @@ def _overhead_section(overhead: dict[str, Any] | None) -> list[str]:
         return ["## Lightning overhead", "", f"Skipped: {overhead.get('reason')}", ""]
     steps, extra = overhead["step_s"], overhead.get("extra_s", {})
     rows = []
-    for name, ratio in (("lightning", overhead["ratio"]), ("lightning_bare", overhead["ratio_bare"])):
-        row = [name, _fmt(steps.get(name), ".2f", 1e3), _fmt(steps.get(f"plain ({name})"), ".2f", 1e3)]
+    loops = [("lightning", overhead["ratio"], "plain (lightning)")]
+    loops += [("lightning_bare", overhead.get("ratio_bare"), "plain (lightning_bare)")]
+    loops += [("accelerate", overhead.get("ratio_accelerate"), "plain")]
+    for name, ratio, plain in loops:
+        if steps.get(name) is None:
+            continue
+        row = [name, _fmt(steps.get(name), ".2f", 1e3), _fmt(steps.get(plain), ".2f", 1e3)]
         rows.append([*row, _fmt(extra.get(name), ".2f", 1e3), _fmt(ratio, ".3f")])
     verdict = "meets" if overhead["meets_target"] else "misses"
+    bare = overhead.get("ratio_bare")
     text = (
         f"`{overhead['size']}` at B={overhead['batch_size']}, {overhead['precision']} on {overhead['device']}: "
-        f"lightning / plain = **{overhead['ratio']:.3f}** ({verdict} the target {overhead['target']}); "
-        f"lightning without per-step logging and metrics / plain = {overhead['ratio_bare']:.3f}. "
-        f"One MulticlassAccuracy update alone: {overhead['metric_update_s'] * 1e3:.2f} ms. "
+        f"lightning / plain = **{overhead['ratio']:.3f}** ({verdict} the target {overhead['target']})"
+        + ("" if bare is None else f"; lightning without per-step logging and metrics / plain = {bare:.3f}")
+        + f". One MulticlassAccuracy update alone: {overhead['metric_update_s'] * 1e3:.2f} ms. "
         f"{overhead['rounds']} fits per Lightning variant of {overhead['steps_per_block']} steps "
-        f"({overhead['warmup_steps']} warm-up), each Lightning step followed by a plain step; clock: "
+        f"({overhead['warmup_steps']} warm-up), each Lightning step followed by a step of each peer loop; clock: "
         f"{overhead.get('clock', 'wall')}."
     )
-    header = ["Lightning loop", "median ms/step", "paired plain ms/step", "median extra ms/step", "ratio"]
+    firsts = overhead.get("first_step_wall_s") or {}
+    if firsts:
+        text += " Time to the first step (wall): " + ", ".join(f"{k} {v:.2f} s" for k, v in firsts.items()) + "."
+    for name, reason in (overhead.get("skipped") or {}).items():
+        text += f" {name} not run: {reason}."
+    header = ["loop", "median ms/step", "paired plain ms/step", "median extra ms/step", "ratio to plain"]
     return ["## Lightning overhead", "", text, "", format_table(header, rows, "md"), ""]
 
 

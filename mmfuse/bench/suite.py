@@ -111,7 +111,7 @@ def _run_overhead(run: _Run) -> None:
     if run.deadline is not None and time.perf_counter() > run.deadline:
         run.overhead = {"status": "skipped", "reason": f"time budget of {cfg.time_budget_s:g} s used up"}
         return
-    logger.info("overhead: Lightning vs plain loop, size %s on %s", cfg.overhead_size, cfg.device)
+    logger.info("overhead: Lightning vs plain and Accelerate loops, size %s on %s", cfg.overhead_size, cfg.device)
     result: OverheadResult = measure_overhead(
         load_size(cfg.overhead_size, cfg),
         cfg.torch_device,
@@ -122,7 +122,12 @@ def _run_overhead(run: _Run) -> None:
         seed=cfg.seed,
     )
     run.overhead = {"status": "ok", **dataclasses.asdict(result)}
-    logger.info("overhead: lightning / plain = %.3f (bare Lightning %.3f)", result.ratio, result.ratio_bare)
+    logger.info(
+        "overhead: lightning / plain = %.3f (bare Lightning %.3f), accelerate / plain = %s",
+        result.ratio,
+        result.ratio_bare,
+        "not run" if result.ratio_accelerate is None else f"{result.ratio_accelerate:.3f}",
+    )
 
 
 def run_amp_benchmark(cfg: AmpSweepConfig, out: str | Path, plots: bool = True) -> dict[str, Any]:

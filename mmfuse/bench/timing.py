@@ -15,7 +15,7 @@ from torch import Tensor
 
 from mmfuse.types import Batch
 
-__all__ = ["PeakMemory", "StepTimes", "synchronize", "time_steps"]
+__all__ = ["PeakMemory", "StepTimes", "release_memory", "synchronize", "time_steps"]
 
 
 @dataclass
@@ -106,6 +106,13 @@ class PeakMemory:
             return int(torch.cuda.max_memory_allocated(self.device))
         peak = _proc_status_bytes("VmHWM")
         return None if self.kind == "unavailable" or peak is None else max(0, peak - self._rss_start)
+
+
+def release_memory() -> None:
+    """Collect garbage (reference cycles too) and hand freed heap pages back to the OS, so that one model's freed
+    memory does not add to the next one's resident set (glibc keeps large freed blocks otherwise)."""
+    gc.collect()
+    _trim_heap()
 
 
 def _trim_heap() -> None:

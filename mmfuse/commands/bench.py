@@ -1,6 +1,6 @@
 """``mmfuse bench amp``: time a training step per precision x batch size x model size, check loss parity with
-``32-true`` and (``--overhead``) Lightning's per-step cost; write ``amp.json``, ``amp.md`` and plots (see
-:mod:`mmfuse.bench`).
+``32-true`` and (``--overhead``) Lightning's per-step cost against plain PyTorch and Accelerate loops; write
+``amp.json``, ``amp.md`` and plots (see :mod:`mmfuse.bench`).
 
 Examples::
 
@@ -46,7 +46,11 @@ def add_amp_arguments(parser: argparse.ArgumentParser, default_out: str = DEFAUL
     add("--cell-seconds", type=float, default=d.cell_seconds, help="aim for about this much timed work per cell")
     add("--parity-steps", type=int, default=d.parity_steps, help="loss-parity steps per precision (0 = off)")
     add("--parity-batch-size", type=int, default=d.parity_batch_size, help="default: the smallest batch size")
-    add("--overhead", action="store_true", help="compare the Lightning training step with a plain loop")
+    add(
+        "--overhead",
+        action="store_true",
+        help="compare the Lightning training step with a plain loop and (when installed) an Accelerate loop",
+    )
     add("--overhead-size", default="small", help="model size of --overhead (default: small)")
     add("--overhead-precision", default=d.overhead_precision, help="32-true or bf16-mixed")
     add("--overhead-steps", type=int, default=d.overhead_steps, help="steps per fit of --overhead (3 warm-up)")

@@ -38,6 +38,9 @@ def test_render_report_from_json_alone(tmp_path: Path) -> None:
         "steps_per_block": 15, "warmup_steps": 3, "extra_s": {"lightning": 0.002, "lightning_bare": 0.0},
         "step_s": {"lightning": 0.202, "plain (lightning)": 0.2, "lightning_bare": 0.2, "plain (lightning_bare)": 0.2},
     }  # fmt: skip
+    overhead["step_s"] |= {"accelerate": 0.204, "plain": 0.2}
+    overhead |= {"ratio_accelerate": 1.02, "first_step_wall_s": {"lightning": 0.5, "plain": 0.25, "accelerate": 0.3}}
+    overhead["extra_s"] |= {"accelerate": 0.004}
     results = {
         "environment": collect_environment(torch.device("cpu")),
         "settings": {"warmup": 3, "steps": 5, "repeats": 5, "cell_seconds": None},
@@ -54,3 +57,5 @@ def test_render_report_from_json_alone(tmp_path: Path) -> None:
     assert "| 32-true | 4 | ok | 10.0 (9.0–12.0) | 400.0 | 1.00x |" in md
     assert "lightning / plain = **1.010** (meets the target 1.02)" in md
     assert "| lightning | 202.00 | 200.00 | 2.00 | 1.010 |" in md
+    assert "| accelerate | 204.00 | 200.00 | 4.00 | 1.020 |" in md
+    assert "Time to the first step (wall): lightning 0.50 s, plain 0.25 s, accelerate 0.30 s." in md

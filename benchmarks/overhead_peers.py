@@ -1,0 +1,159 @@
+"""Lightning against plain PyTorch and Accelerate per training step, sizes ``small`` and ``base``, at ``32-true``
+and ``bf16-mixed``.
+
+    python benchmarks/overhead_peers.py --threads 2
+
+Each cell is one :func:`mmfuse.bench.measure_overhead` call: mmfuse's ``FusionLitModule`` under ``lightning.Trainer``,
+with one step of the plain PyTorch loop and one of the Accelerate loop run after every Lightning step, each loop on
+its own copy of the same initial weights, on the same batches with the same optimizer settings (see
+:mod:`mmfuse.bench.overhead` for the clocks and what a step holds). Per cell it reports each loop's median step, its
+ratio to the fastest loop, the median per-step ratio to the paired plain step, and the time to the first step.
+``base`` takes about 7 s a step on a 2-core CPU, so it runs fewer, smaller steps in one round and without the
+``lightning_bare`` variant (:data:`SETTINGS`). The load average is recorded before and after every cell. Results
+go to ``benchmarks/results/overhead_peers.json`` (rewritten after every cell) and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmfuse.bench import get_size, measure_overhead
+from mmfuse.bench.timing import PeakMemory
+from mmfuse.provenance import collect_provenance
+from mmfuse.tables import format_table
+
+REPO = Path(__file__).resolve().parents[1]
+# steps per fit = warm-up + counted steps + 1 (the last Lightning step has no end mark).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "small": {"batch_size": 32, "steps": 20, "warmup": 3, "rounds": 3, "bare": True},
+    "base": {"batch_size": 8, "steps": 9, "warmup": 2, "rounds": 1, "bare": False},
+}
+LOOPS = ("lightning", "plain", "accelerate")
+
+
+def run_cell(size: str, precision: str, seed: int) -> dict[str, Any]:
+    """One size at one precision, with the load average around it."""
+    memory = PeakMemory(torch.device("cpu"))
+    memory.start()  # frees the previous cell's models, then watches the peak resident set from here
+    before, start = os.getloadavg(), time.perf_counter()
+    result = measure_overhead(get_size(size), torch.device("cpu"), precision=precision, seed=seed, **SETTINGS[size])
+    return {
+        **dataclasses.asdict(result),
+        "settings": SETTINGS[size],
+        "seconds": time.perf_counter() - start,
+        "load_average_before": before,
+        "load_average_after": os.getloadavg(),
+        "peak_rss_growth_bytes": memory.peak_bytes(),
+    }
+
+
+def cell_rows(cell: dict[str, Any]) -> list[list[str]]:
+    """One row per loop: median step, x fastest, paired ratio to plain, time to the first step."""
+    steps, firsts, firsts_cpu = cell["step_s"], cell["first_step_wall_s"], cell["first_step_s"]
+    paired = {"lightning": cell["ratio"], "plain": 1.0, "accelerate": cell["ratio_accelerate"]}
+    rows = []
+    for loop in LOOPS:
+        if loop not in cell["ratio_to_fastest"]:
+            continue
+        median = steps[loop if loop == "lightning" else f"{loop} (lightning)"]
+        rows.append(
+            [
+                cell["size"],
+                cell["precision"],
+                str(cell["batch_size"]),
+                loop,
+                f"{median * 1e3:.1f}",
+                f"{cell['ratio_to_fastest'][loop]:.3f}",
+                f"{paired[loop]:.3f}",
+                f"{firsts[loop]:.2f}",
+                f"{firsts_cpu[loop]:.2f}",
+            ]
+        )
+    return rows
+
+
+def write(record: dict[str, Any], results: Path) -> str:
+    """``overhead_peers.json`` and ``.md``; returns the Markdown."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / "overhead_peers.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    header = ["size", "precision", "B", "loop", "median ms/step", "x fastest", "x plain (paired)"]
+    header += ["first step s (wall)", "first step s (CPU)"]
+    rows = [row for cell in record["cells"] for row in cell_rows(cell)]
+    lines = [
+        f"# Lightning against plain PyTorch and Accelerate: training step on cpu ({record['threads']} threads)",
+        "",
+        "Step times on the process CPU-time clock, over the Lightning (not the bare) fits; `x fastest`: median step "
+        "over the fastest loop's; `x plain (paired)`: median over steps of loop_i / plain_i, the plain step run "
+        "right after. Time to the first step: setup (Trainer, or optimizer and scheduler, or Accelerator and "
+        "prepare) plus the first step, median over counted fits. Accelerate "
+        f"{record['accelerate_version']}, Lightning {record['provenance']['packages'].get('lightning')}.",
+        "",
+        format_table(header, rows, "md"),
+        "",
+        "| size | precision | settings | load average before -> after (1, 5, 15 min) | minutes | peak RSS growth GB |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for cell in record["cells"]:
+        load = " -> ".join(
+            "/".join(f"{v:.2f}" for v in cell[key]) for key in ("load_average_before", "load_average_after")
+        )
+        settings = ", ".join(f"{k} {v}" for k, v in cell["settings"].items())
+        peak = cell["peak_rss_growth_bytes"]
+        peak_gb = "n/a" if peak is None else f"{peak / 2**30:.1f}"
+        lines.append(
+            f"| {cell['size']} | {cell['precision']} | {settings} | {load} | {cell['seconds'] / 60:.1f} | {peak_gb} |"
+        )
+    for cell in record["cells"]:
+        for loop, reason in cell["skipped"].items():
+            lines.append(f"\n{cell['size']} {cell['precision']}: {loop} not run: {reason}")
+    lines += ["", f"Command: `{record['command']}`"]
+    markdown = "\n".join(lines) + "\n"
+    path.with_suffix(".md").write_text(markdown)
+    return markdown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    record: dict[str, Any] = {
+        "command": f"python benchmarks/overhead_peers.py --sizes {' '.join(args.sizes)} "
+        f"--precisions {' '.join(args.precisions)} --threads {args.threads} --seed {args.seed}",
+        "threads": args.threads,
+        "accelerate_version": _version("accelerate"),
+        "cells": [],
+        "provenance": collect_provenance(repo_dir=REPO, seed=args.seed),
+    }
+    for size in args.sizes:
+        for precision in args.precisions:
+            record["cells"].append(run_cell(size, precision, args.seed))
+            write(record, args.results)
+    print(write(record, args.results))
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Training loops without Lightning, run one step at a time: the peers that :mod:`mmfuse.bench.overhead` times
+against ``FusionLitModule`` under ``lightning.Trainer``.
+
+Both do the work of ``FusionLitModule.training_step`` without its logging and metric (forward, float32
+cross-entropy, backward), then AdamW and the warm-up schedule with the module's settings (:func:`plain_optimizer`):
+
+- :class:`PlainLoop`: plain PyTorch, ``torch.autocast`` for ``bf16-mixed``;
+- :class:`AccelerateLoop`: Hugging Face Accelerate, ``Accelerator(mixed_precision="no"|"bf16")``,
+  ``accelerator.prepare(model, optimizer, scheduler)``, forward and loss under ``accelerator.autocast()`` and
+  ``accelerator.backward(loss)``. Accelerate is optional (``pip install 'mmfuse[bench]'``) and imported only here,
+  when such a loop is built; :func:`accelerate_missing` says why it cannot run.
+
+Each loop times its own steps and its setup on :func:`loop_clock`: on CPU the CPU time of this process (which time
+spent waiting for other processes does not inflate), on CUDA wall time after a synchronize.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmfuse.bench.timing import synchronize
+from mmfuse.config import OptimConfig
+from mmfuse.models import ImageTextModel
+from mmfuse.types import Batch
+
+__all__ = [
+    "AccelerateLoop",
+    "PeerLoop",
+    "PlainLoop",
+    "accelerate_missing",
+    "clock_marks",
+    "loop_clock",
+    "plain_optimizer",
+]
+
+
+def loop_clock(device: torch.device) -> float:
+    """Seconds on the loops' clock: wall time on CUDA (after a synchronize); on CPU the CPU time of this process,
+    which time spent waiting for other processes' work does not inflate."""
+    if device.type == "cuda":
+        synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
+
+
+def clock_marks(device: torch.device) -> tuple[float, float]:
+    """(loop clock, wall clock) now."""
+    return loop_clock(device), time.perf_counter()
+
+
+def plain_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW without decay on biases and norm weights plus the warm-up schedule, stepped every optimizer step:
+    the settings of ``FusionLitModule.configure_optimizers``, for a loop without Lightning."""
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=cfg.betas,
+        fused=getattr(cfg, "fused", None),  # a newer OptimConfig field; None is PyTorch's default
+    )
+    warmup = int(cfg.warmup_ratio * total_steps)
+    if cfg.schedule == "cosine":
+        return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    return optimizer, get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def accelerate_missing() -> str | None:
+    """Why :class:`AccelerateLoop` cannot run here, or None when ``accelerate`` imports."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError as err:
+        return f"accelerate is not installed ({err}); pip install 'mmfuse[bench]'"
+    return None
+
+
+class PeerLoop:
+    """A training loop stepped from outside, which times its steps and its time to the first step.
+
+    A subclass builds what it needs in ``__init__`` after ``super().__init__`` (which starts the setup clock),
+    calls :meth:`_end_setup` last, and trains on one batch in :meth:`_train`.
+
+    Args:
+        batches: the batches, cycled.
+        device: where the model lives.
+
+    Attributes:
+        setup: (loop clock, wall) seconds of the setup.
+        first_step: (loop clock, wall) seconds of the setup plus the first step; None before the first step.
+    """
+
+    def __init__(self, batches: list[Batch], device: torch.device) -> None:
+        self.batches, self.device = batches, device
+        self.setup: tuple[float, float] = (0.0, 0.0)
+        self.first_step: tuple[float, float] | None = None
+        self._setup_start = clock_marks(device)
+
+    def _end_setup(self) -> None:
+        end = clock_marks(self.device)
+        self.setup = (end[0] - self._setup_start[0], end[1] - self._setup_start[1])
+
+    def _train(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def step(self, index: int) -> float:
+        """Train on batch ``index`` (cycled); returns the seconds it took on :func:`loop_clock`."""
+        start = clock_marks(self.device)
+        self._train(self.batches[index % len(self.batches)].to(self.device))
+        end = clock_marks(self.device)
+        if self.first_step is None:
+            self.first_step = (self.setup[0] + end[0] - start[0], self.setup[1] + end[1] - start[1])
+        return end[0] - start[0]
+
+
+class PlainLoop(PeerLoop):
+    """The plain PyTorch loop.
+
+    Args:
+        model: its own copy of the model, on ``device``.
+        batches: the batches, cycled.
+        cfg: optimizer settings.
+        precision: ``32-true`` or ``bf16-mixed``.
+        device: where the model lives.
+    """
+
+    def __init__(
+        self, model: ImageTextModel, batches: list[Batch], cfg: OptimConfig, precision: str, device: torch.device
+    ) -> None:
+        super().__init__(batches, device)
+        self.model = model.train()
+        self.use_bf16 = precision == "bf16-mixed"
+        self.optimizer, self.scheduler = plain_optimizer(model, cfg, len(batches))
+        self._end_setup()
+
+    def _train(self, batch: Batch) -> None:
+        assert batch.labels is not None
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            logits = self.model(batch.images, batch.input_ids, batch.attention_mask).logits
+            loss = F.cross_entropy(logits, batch.labels)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+
+class AccelerateLoop(PeerLoop):
+    """The Accelerate loop; arguments as :class:`PlainLoop`. ``model`` must be a copy that no Accelerator has
+    prepared before (``prepare`` wraps its ``forward`` in autocast for bf16 and marks it prepared)."""
+
+    def __init__(
+        self, model: ImageTextModel, batches: list[Batch], cfg: OptimConfig, precision: str, device: torch.device
+    ) -> None:
+        super().__init__(batches, device)
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
+        # Accelerate keeps one state per process, fixed by the first Accelerator (a second one with another
+        # mixed_precision raises): reset it, so that every loop sets up from scratch as a new training script does.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        mixed = "bf16" if precision == "bf16-mixed" else "no"
+        self.accelerator = Accelerator(mixed_precision=mixed, cpu=device.type == "cpu")
+        optimizer, scheduler = plain_optimizer(model, cfg, len(batches))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model.train(), optimizer, scheduler)
+        self._end_setup()
+
+    def _train(self, batch: Batch) -> None:
+        assert batch.labels is not None
+        with self.accelerator.autocast():
+            logits = self.model(batch.images, batch.input_ids, batch.attention_mask).logits
+            loss = F.cross_entropy(logits, batch.labels)
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
