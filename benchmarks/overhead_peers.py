@@ -2,6 +2,7 @@
 and ``bf16-mixed``.
 
     python benchmarks/overhead_peers.py --threads 2
+    python benchmarks/overhead_peers.py --device cuda --results benchmarks/results/amp_h200
 
 Each cell is one :func:`mmfuse.bench.measure_overhead` call: mmfuse's ``FusionLitModule`` under ``lightning.Trainer``,
 with one step of the plain PyTorch loop and one of the Accelerate loop run after every Lightning step, each loop on
@@ -9,8 +10,9 @@ its own copy of the same initial weights, on the same batches with the same opti
 :mod:`mmfuse.bench.overhead` for the clocks and what a step holds). Per cell it reports each loop's median step, its
 ratio to the fastest loop, the median per-step ratio to the paired plain step, and the time to the first step.
 ``base`` takes about 7 s a step on a 2-core CPU, so it runs fewer, smaller steps in one round and without the
-``lightning_bare`` variant (:data:`SETTINGS`). The load average is recorded before and after every cell. Results
-go to ``benchmarks/results/overhead_peers.json`` (rewritten after every cell) and ``.md``.
+``lightning_bare`` variant (:data:`SETTINGS`); on a GPU both sizes run as ``small`` does on a CPU
+(:data:`CUDA_SETTINGS`), timed on the wall clock after a synchronize. The load average is recorded before and after
+every cell. Results go to ``benchmarks/results/overhead_peers.json`` (rewritten after every cell) and ``.md``.
 """
 
 from __future__ import annotations
@@ -38,21 +40,26 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "small": {"batch_size": 32, "steps": 20, "warmup": 3, "rounds": 3, "bare": True},
     "base": {"batch_size": 8, "steps": 9, "warmup": 2, "rounds": 1, "bare": False},
 }
+CUDA_SETTINGS: dict[str, dict[str, Any]] = {
+    size: {"batch_size": 32, "steps": 24, "warmup": 3, "rounds": 3, "bare": True} for size in SETTINGS
+}
 LOOPS = ("lightning", "plain", "accelerate")
 
 
-def run_cell(size: str, precision: str, seed: int) -> dict[str, Any]:
+def run_cell(size: str, precision: str, seed: int, device: torch.device) -> dict[str, Any]:
     """One size at one precision, with the load average around it."""
-    memory = PeakMemory(torch.device("cpu"))
-    memory.start()  # frees the previous cell's models, then watches the peak resident set from here
+    memory = PeakMemory(device)
+    memory.start()  # frees the previous cell's models, then watches the peak memory from here
+    settings = (CUDA_SETTINGS if device.type == "cuda" else SETTINGS)[size]
     before, start = os.getloadavg(), time.perf_counter()
-    result = measure_overhead(get_size(size), torch.device("cpu"), precision=precision, seed=seed, **SETTINGS[size])
+    result = measure_overhead(get_size(size), device, precision=precision, seed=seed, **settings)
     return {
         **dataclasses.asdict(result),
-        "settings": SETTINGS[size],
+        "settings": settings,
         "seconds": time.perf_counter() - start,
         "load_average_before": before,
         "load_average_after": os.getloadavg(),
+        "peak_memory_kind": memory.kind,
         "peak_rss_growth_bytes": memory.peak_bytes(),
     }
 
@@ -75,6 +82,7 @@ def cell_rows(cell: dict[str, Any]) -> list[list[str]]:
                 f"{median * 1e3:.1f}",
                 f"{cell['ratio_to_fastest'][loop]:.3f}",
                 f"{paired[loop]:.3f}",
+                f"{cell['system_s'][loop] * 1e3:.0f}",
                 f"{firsts[loop]:.2f}",
                 f"{firsts_cpu[loop]:.2f}",
             ]
@@ -87,21 +95,27 @@ def write(record: dict[str, Any], results: Path) -> str:
     results.mkdir(parents=True, exist_ok=True)
     path = results / "overhead_peers.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    header = ["size", "precision", "B", "loop", "median ms/step", "x fastest", "x plain (paired)"]
+    header = ["size", "precision", "B", "loop", "median ms/step", "x fastest", "x plain (paired)", "of it kernel ms"]
     header += ["first step s (wall)", "first step s (CPU)"]
     rows = [row for cell in record["cells"] for row in cell_rows(cell)]
+    cuda = record.get("device", "cpu") == "cuda"
+    gpus = (record["provenance"]["hardware"].get("cuda") or {}).get("devices") or [{"name": "cuda"}]
+    where = gpus[0]["name"] if cuda else f"cpu ({record['threads']} threads)"
+    clock = "the wall clock after a CUDA synchronize" if cuda else "the process CPU-time clock"
+    peak = "peak GPU memory allocated GB" if cuda else "peak RSS growth GB"
     lines = [
-        f"# Lightning against plain PyTorch and Accelerate: training step on cpu ({record['threads']} threads)",
+        f"# Lightning against plain PyTorch and Accelerate: training step on {where}",
         "",
-        "Step times on the process CPU-time clock, over the Lightning (not the bare) fits; `x fastest`: median step "
+        f"Step times on {clock}, over the Lightning (not the bare) fits; `x fastest`: median step "
         "over the fastest loop's; `x plain (paired)`: median over steps of loop_i / plain_i, the plain step run "
         "right after. Time to the first step: setup (Trainer, or optimizer and scheduler, or Accelerator and "
-        "prepare) plus the first step, median over counted fits. Accelerate "
+        "prepare) plus the first step, median over counted fits. `of it kernel ms`: the kernel's CPU time in a step "
+        "(page faults on freshly mapped memory), median over every counted step. Accelerate "
         f"{record['accelerate_version']}, Lightning {record['provenance']['packages'].get('lightning')}.",
         "",
         format_table(header, rows, "md"),
         "",
-        "| size | precision | settings | load average before -> after (1, 5, 15 min) | minutes | peak RSS growth GB |",
+        f"| size | precision | settings | load average before -> after (1, 5, 15 min) | minutes | {peak} |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for cell in record["cells"]:
@@ -128,14 +142,16 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     record: dict[str, Any] = {
-        "command": f"python benchmarks/overhead_peers.py --sizes {' '.join(args.sizes)} "
+        "command": f"python benchmarks/overhead_peers.py --device {args.device} --sizes {' '.join(args.sizes)} "
         f"--precisions {' '.join(args.precisions)} --threads {args.threads} --seed {args.seed}",
+        "device": args.device,
         "threads": args.threads,
         "accelerate_version": _version("accelerate"),
         "cells": [],
@@ -143,7 +159,7 @@ def main() -> None:
     }
     for size in args.sizes:
         for precision in args.precisions:
-            record["cells"].append(run_cell(size, precision, args.seed))
+            record["cells"].append(run_cell(size, precision, args.seed, torch.device(args.device)))
             write(record, args.results)
     print(write(record, args.results))
 

@@ -44,7 +44,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmfuse.bench.peer_loops import AccelerateLoop, PeerLoop, PlainLoop, accelerate_missing, clock_marks, loop_clock
+from mmfuse.bench.peer_loops import (
+    AccelerateLoop,
+    PeerLoop,
+    PlainLoop,
+    accelerate_missing,
+    clock_marks,
+    loop_clock,
+    system_time,
+)
 from mmfuse.bench.precision import synthetic_batches
 from mmfuse.bench.sizes import ModelSize
 from mmfuse.bench.timing import release_memory
@@ -83,6 +91,9 @@ class OverheadResult:
         first_step_s: median over counted fits of each loop's time to its first step (``lightning``,
             ``lightning_bare``, ``plain``, ``accelerate``), on the loop clock.
         first_step_wall_s: the same on the wall clock.
+        system_s: median over the counted steps of every fit of each loop's kernel CPU seconds per step (page
+            faults on freshly mapped memory; part of the CPU clock): where loops differ by more than their own
+            work, it shows how much of it is the allocator's.
         metric_update_s: median seconds of one ``MulticlassAccuracy`` update on (B, K) logits, alone.
         per_round: every fit's median seconds per step, by loop (``plain (<variant>)``, ``accelerate (<variant>)``:
             the peer steps paired with that fit).
@@ -107,6 +118,7 @@ class OverheadResult:
     ratio_to_fastest: dict[str, float] = field(default_factory=dict)
     first_step_s: dict[str, float] = field(default_factory=dict)
     first_step_wall_s: dict[str, float] = field(default_factory=dict)
+    system_s: dict[str, float] = field(default_factory=dict)
     metric_update_s: float | None = None
     per_round: list[dict[str, float]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -124,11 +136,13 @@ class _Fit:
         peers: loop name -> seconds of its steps run after each of those Lightning steps.
         first_step: loop name (the Lightning variant's own name for Lightning) -> (loop clock, wall) seconds to the
             end of its first step: from just before ``Trainer(...)``, or the peer's setup plus first step.
+        system: loop name -> kernel CPU seconds of each of those steps.
     """
 
     lightning: list[float]
     peers: dict[str, list[float]]
     first_step: dict[str, tuple[float, float]]
+    system: dict[str, list[float]]
 
 
 def _paired_fit(
@@ -139,13 +153,16 @@ def _paired_fit(
     from torch.utils.data import DataLoader
 
     starts: list[float] = []
+    starts_system: list[float] = []
     first: list[tuple[float, float]] = []
     peer_s: dict[str, list[float]] = {name: [] for name in peers}
     peer_steps: list[float] = []  # seconds of all peer steps run after each Lightning step
+    peer_system: list[float] = []  # their kernel seconds
 
     class PairedClock(L.Callback):
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             starts.append(loop_clock(device))
+            starts_system.append(system_time())
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             if not first:
@@ -154,6 +171,7 @@ def _paired_fit(
             for name in names:
                 peer_s[name].append(peers[name].step(batch_idx))
             peer_steps.append(sum(peer_s[name][-1] for name in names))
+            peer_system.append(sum(peers[name].system_s[-1] for name in names))
 
     created = clock_marks(device)
     trainer = L.Trainer(
@@ -174,7 +192,10 @@ def _paired_fit(
     for peer, loop in peers.items():
         assert loop.first_step is not None
         first_step[peer] = loop.first_step
-    return _Fit(lightning_s, {peer: s[: len(lightning_s)] for peer, s in peer_s.items()}, first_step)
+    n = len(lightning_s)
+    system = {name: [b - a - p for a, b, p in zip(starts_system, starts_system[1:], peer_system)]}
+    system |= {peer: loop.system_s[:n] for peer, loop in peers.items()}
+    return _Fit(lightning_s, {peer: s[:n] for peer, s in peer_s.items()}, first_step, system)
 
 
 def _lightning_modules(size: ModelSize, bare: bool) -> dict[str, Any]:
@@ -267,6 +288,7 @@ def measure_overhead(
     result.clock = "wall" if device.type == "cuda" else "process_cpu_time"
     samples: dict[str, dict[str, list[float]]] = {name: {} for name in modules}  # variant -> loop -> step seconds
     firsts: dict[str, list[tuple[float, float]]] = {}  # loop -> (loop clock, wall) time to the first step, per fit
+    system: dict[str, list[float]] = {}  # loop -> kernel seconds of its counted steps, every fit
     with warnings.catch_warnings(), _quiet_lightning():
         warnings.simplefilter("ignore")  # Lightning's advice on workers and logging intervals
         for name in modules:  # one short fit each, not counted: first-call costs (allocator, thread pools)
@@ -281,10 +303,13 @@ def measure_overhead(
                     block[name if loop == name else f"{loop} ({name})"] = statistics.median(seconds)
                 for loop, seconds_to_first in done.first_step.items():
                     firsts.setdefault(loop, []).append(seconds_to_first)
+                for loop, seconds in done.system.items():
+                    system.setdefault(loop, []).extend(seconds[warmup:])
             result.per_round.append(block)
             logger.info("overhead round %d: %s", index + 1, {k: f"{v * 1e3:.1f} ms" for k, v in block.items()})
     result.first_step_s = {loop: statistics.median(t[0] for t in times) for loop, times in firsts.items()}
     result.first_step_wall_s = {loop: statistics.median(t[1] for t in times) for loop, times in firsts.items()}
+    result.system_s = {loop: statistics.median(seconds) for loop, seconds in system.items()}
     return _summarise(result, samples, _metric_update_s(size, batch_size, device))
 
 

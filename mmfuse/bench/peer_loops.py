@@ -11,11 +11,13 @@ cross-entropy, backward), then AdamW and the warm-up schedule with the module's 
   when such a loop is built; :func:`accelerate_missing` says why it cannot run.
 
 Each loop times its own steps and its setup on :func:`loop_clock`: on CPU the CPU time of this process (which time
-spent waiting for other processes does not inflate), on CUDA wall time after a synchronize.
+spent waiting for other processes does not inflate), on CUDA wall time after a synchronize. It also records the
+kernel's share of each step (:func:`system_time`: mostly page faults on freshly mapped memory).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "clock_marks",
     "loop_clock",
     "plain_optimizer",
+    "system_time",
 ]
 
 
@@ -45,6 +48,12 @@ def loop_clock(device: torch.device) -> float:
         synchronize(device)
         return time.perf_counter()
     return time.process_time()
+
+
+def system_time() -> float:
+    """Kernel CPU seconds of this process so far (page faults, memory mapping): a part of :func:`loop_clock` on CPU
+    that depends on how the allocator reuses memory, not on the loop's own work."""
+    return os.times().system
 
 
 def clock_marks(device: torch.device) -> tuple[float, float]:
@@ -93,12 +102,14 @@ class PeerLoop:
     Attributes:
         setup: (loop clock, wall) seconds of the setup.
         first_step: (loop clock, wall) seconds of the setup plus the first step; None before the first step.
+        system_s: kernel CPU seconds of each step (:func:`system_time`).
     """
 
     def __init__(self, batches: list[Batch], device: torch.device) -> None:
         self.batches, self.device = batches, device
         self.setup: tuple[float, float] = (0.0, 0.0)
         self.first_step: tuple[float, float] | None = None
+        self.system_s: list[float] = []
         self._setup_start = clock_marks(device)
 
     def _end_setup(self) -> None:
@@ -110,9 +121,10 @@ class PeerLoop:
 
     def step(self, index: int) -> float:
         """Train on batch ``index`` (cycled); returns the seconds it took on :func:`loop_clock`."""
-        start = clock_marks(self.device)
+        start, system = clock_marks(self.device), system_time()
         self._train(self.batches[index % len(self.batches)].to(self.device))
         end = clock_marks(self.device)
+        self.system_s.append(system_time() - system)
         if self.first_step is None:
             self.first_step = (self.setup[0] + end[0] - start[0], self.setup[1] + end[1] - start[1])
         return end[0] - start[0]

@@ -27,6 +27,7 @@ def test_measure_overhead_reports_all_loops() -> None:
     assert result.ratio_accelerate is None and "accelerate=False" in result.skipped["accelerate"]
     assert set(result.first_step_s) == set(result.first_step_wall_s) == {"lightning", "lightning_bare", "plain"}
     assert set(result.ratio_to_fastest) == {"lightning", "plain"} and min(result.ratio_to_fastest.values()) == 1.0
+    assert set(result.system_s) == {"lightning", "lightning_bare", "plain"}
 
 
 def test_accelerate_is_a_third_peer() -> None:
@@ -43,3 +44,4 @@ def test_accelerate_is_a_third_peer() -> None:
     assert min(result.ratio_to_fastest.values()) == 1.0
     assert set(result.first_step_s) == {"lightning", "plain", "accelerate"}
     assert all(seconds > 0 for seconds in result.first_step_wall_s.values())
+    assert set(result.system_s) == {"lightning", "plain", "accelerate"}
