@@ -4,7 +4,8 @@ against ``FusionLitModule`` under ``lightning.Trainer``.
 Both do the work of ``FusionLitModule.training_step`` without its logging and metric (forward, float32
 cross-entropy, backward), then AdamW and the warm-up schedule with the module's settings (:func:`plain_optimizer`):
 
-- :class:`PlainLoop`: plain PyTorch, ``torch.autocast`` for ``bf16-mixed``;
+- :class:`PlainLoop`: plain PyTorch, the AMP sweep's own step (``torch.autocast`` for ``bf16-mixed``), so that
+  the comparison also says whether the step the sweep times matches the one Lightning's precision plugin runs;
 - :class:`AccelerateLoop`: Hugging Face Accelerate, ``Accelerator(mixed_precision="no"|"bf16")``,
   ``accelerator.prepare(model, optimizer, scheduler)``, forward and loss under ``accelerator.autocast()`` and
   ``accelerator.backward(loss)``. Accelerate is optional (``pip install 'mmfuse[bench]'``) and imported only here,
@@ -24,6 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mmfuse.bench.config import get_precision
+from mmfuse.bench.precision import TrainStep
 from mmfuse.bench.timing import synchronize
 from mmfuse.config import OptimConfig
 from mmfuse.models import ImageTextModel
@@ -131,7 +134,8 @@ class PeerLoop:
 
 
 class PlainLoop(PeerLoop):
-    """The plain PyTorch loop.
+    """The plain PyTorch loop: the AMP sweep's :class:`~mmfuse.bench.precision.TrainStep` (autocast forward per
+    precision, float32 cross-entropy, backward, optimizer step) with the module's optimizer settings and schedule.
 
     Args:
         model: its own copy of the model, on ``device``.
@@ -146,18 +150,13 @@ class PlainLoop(PeerLoop):
     ) -> None:
         super().__init__(batches, device)
         self.model = model.train()
-        self.use_bf16 = precision == "bf16-mixed"
-        self.optimizer, self.scheduler = plain_optimizer(model, cfg, len(batches))
+        optimizer, self.scheduler = plain_optimizer(model, cfg, len(batches))
+        # the AMP sweep's own step, so that the Lightning comparison also checks the step the sweep times
+        self.train_step = TrainStep(model, get_precision(precision), device, lr=cfg.lr, optimizer=optimizer)
         self._end_setup()
 
     def _train(self, batch: Batch) -> None:
-        assert batch.labels is not None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            logits = self.model(batch.images, batch.input_ids, batch.attention_mask).logits
-            loss = F.cross_entropy(logits, batch.labels)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.train_step(batch)
         self.scheduler.step()
 
 

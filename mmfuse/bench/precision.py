@@ -91,15 +91,22 @@ class TrainStep:
         device: where the model lives.
         lr: AdamW learning rate.
         use_compile: run the forward and backward through ``torch.compile(model, dynamic=False)``.
+        optimizer: the optimizer to step; None = ``AdamW(model.parameters(), lr=lr)``.
     """
 
     def __init__(
-        self, model: ImageTextModel, plan: PrecisionPlan, device: torch.device, lr: float, use_compile: bool = False
+        self,
+        model: ImageTextModel,
+        plan: PrecisionPlan,
+        device: torch.device,
+        lr: float,
+        use_compile: bool = False,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         self.plan = plan
         self.device = device
         self.model_fn: Callable[..., ModelOutput] = torch.compile(model, dynamic=False) if use_compile else model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr) if optimizer is None else optimizer
         self.scaler = torch.amp.GradScaler(device.type) if plan.use_grad_scaler else None
         self.scales: list[Tensor] = []  # the scale after every step, kept on the device (no host sync)
         self.initial_scale = None if self.scaler is None else float(self.scaler.get_scale())  # no sync before use
