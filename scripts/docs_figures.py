@@ -332,6 +332,101 @@ def amp_tiny() -> tuple[str, list[str]]:
     return table(header, rows, "lrrrrrl"), [name]
 
 
+def amp_h200() -> tuple[str, list[str]]:
+    name = "amp_h200/amp.json"
+    data = load(name)
+    gaps = {p["precision"]: p["final_loss_gap"] for p in data["parity"]}
+    rows = []
+    for cell in data["cells"]:
+        label = f"`{cell['precision']}`" + (" + compile" if cell["compile"] else "")
+        if cell["status"] != "ok":
+            rows.append([label, str(cell["batch_size"]), "–", "–", "–", "–", "–", cell["reason"] or cell["status"]])
+            continue
+        gap = gaps.get(cell["precision"]) if cell["batch_size"] == data["parity"][0]["batch_size"] else None
+        ms = [1000 * cell[key] for key in ("step_s_median", "step_s_p10", "step_s_p90")]
+        rows.append([label, str(cell["batch_size"]), f"{ms[0]:.1f} ({ms[1]:.1f}–{ms[2]:.1f})",
+                     f"{cell['samples_per_s']:.0f}", f"{cell['speedup_vs_32_true']:.2f}x", _pct(cell["mfu"]),
+                     f"{cell['peak_memory_bytes'] / 2**30:.1f}",
+                     "" if gap is None or cell["compile"] else f"{gap:.4f}"])  # fmt: skip
+    steps = data["settings"]["parity_steps"]
+    header = ["precision", "batch", "step ms (p10–p90)", "samples/s", "speed-up over `32-true`", "MFU",
+              "peak GiB", f"loss gap after {steps} steps"]  # fmt: skip
+    return table(header, rows, "lrrrrrrr"), [name]
+
+
+def _peer_rows(name: str) -> list[list[str]]:
+    rows = []
+    for cell in load(name)["cells"]:
+        paired = {"lightning": cell["ratio"], "plain": 1.0, "accelerate": cell["ratio_accelerate"]}
+        for loop in ("lightning", "plain", "accelerate"):
+            if loop not in cell["ratio_to_fastest"]:
+                continue
+            median = cell["step_s"][loop if loop == "lightning" else f"{loop} (lightning)"]
+            label = (
+                "mmfuse (Lightning)"
+                if loop == "lightning"
+                else {"plain": "plain PyTorch", "accelerate": "Accelerate"}[loop]
+            )
+            rows.append([cell["size"], f"`{cell['precision']}`", str(cell["batch_size"]), label,
+                         f"{1000 * median:.1f}", f"{cell['ratio_to_fastest'][loop]:.3f}", f"{paired[loop]:.3f}",
+                         f"{cell['first_step_wall_s'][loop]:.2f}"])  # fmt: skip
+    return rows
+
+
+PEER_HEADER = ["size", "precision", "batch", "loop", "step ms", "x fastest", "x plain, step by step",
+               "first step s"]  # fmt: skip
+
+
+def overhead_peers() -> tuple[str, list[str]]:
+    name = "overhead_peers.json"
+    return table(PEER_HEADER, _peer_rows(name), "lllrrrrr"), [name]
+
+
+def overhead_peers_h200() -> tuple[str, list[str]]:
+    name = "amp_h200/overhead_peers.json"
+    return table(PEER_HEADER, _peer_rows(name), "lllrrrrr"), [name]
+
+
+def activation_memory() -> tuple[str, list[str]]:
+    name = "activation_memory.json"
+    data = load(name)
+    by = {(c["activation_checkpointing"], c["batch_size"], c["precision"]): c for c in data["cells"]}
+    rows = []
+    for batch_size in data["batch_sizes"]:
+        for precision in data["precisions"]:
+            off, on = by[(False, batch_size, precision)], by[(True, batch_size, precision)]
+            mib = off["peak_memory_bytes"] / 2**20, on["peak_memory_bytes"] / 2**20
+            rows.append(
+                [str(batch_size), f"`{precision}`", f"{mib[0]:,.0f}", f"{mib[1]:,.0f}", f"{mib[1] / mib[0]:.2f}"]
+            )
+    header = ["batch", "precision", "peak MiB, checkpointing off", "peak MiB, on", "on / off"]
+    return table(header, rows, "rlrrr"), [name]
+
+
+def bf16_by_cpu() -> tuple[str, list[str]]:
+    """``bf16-mixed`` and ``bf16-true`` against ``32-true`` on every CPU an AMP result was measured on, keyed by the
+    processor's bf16 units (current sizes only: ``small`` of ``amp_cpu`` measured an older model)."""
+    names = ["amp_quick_cpu/amp.json", "amp_cpu/amp.json"]
+    rows = []
+    for name in names:
+        data = load(name)
+        env = data["environment"]
+        flags = env.get("cpu_flags")
+        units = ", ".join(f for f in flags or [] if "bf16" in f or "fp16" in f or f == "avx2") if flags else ""
+        units = units or ("none of AVX512-BF16, AMX-BF16" if flags else "not recorded (earlier result)")
+        for cell in data["cells"]:
+            stale = name == "amp_cpu/amp.json" and cell["size"] != "tiny"
+            if cell["precision"] != "32-true" or cell["status"] != "ok" or stale:
+                continue
+            same = [c for c in data["cells"] if (c["size"], c["batch_size"]) == (cell["size"], cell["batch_size"])]
+            speed = {c["precision"]: c["speedup_vs_32_true"] for c in same if c["status"] == "ok"}
+            threads = f"{env['threads']} thread{'s' * (env['threads'] != 1)}"
+            rows.append([f"{env['cpu_model']}, {threads}", units, cell["size"], str(cell["batch_size"]),
+                         f"{speed['bf16-mixed']:.2f}x", f"{speed['bf16-true']:.2f}x", f"`{name}`"])  # fmt: skip
+    header = ["processor", "bf16 units", "size", "batch", "`bf16-mixed`", "`bf16-true`", "result"]
+    return table(header, rows, "lllrrrl"), names
+
+
 def startup() -> tuple[str, list[str]]:
     name = "startup.json"
     measured = load(name)["measurements"]
@@ -418,6 +513,11 @@ TABLES: dict[str, Callable[[], tuple[str, list[str]]]] = {
     "counterfactual": counterfactual,
     "shapes_hard": shapes_hard,
     "amp_tiny": amp_tiny,
+    "amp_h200": amp_h200,
+    "overhead_peers": overhead_peers,
+    "overhead_peers_h200": overhead_peers_h200,
+    "activation_memory": activation_memory,
+    "bf16_by_cpu": bf16_by_cpu,
     "startup": startup,
     "data_throughput": data_throughput,
     "stream_throughput": stream_throughput,
