@@ -68,6 +68,7 @@ def cell_rows(cell: dict[str, Any]) -> list[list[str]]:
     """One row per loop: median step, x fastest, paired ratio to plain, time to the first step."""
     steps, firsts, firsts_cpu = cell["step_s"], cell["first_step_wall_s"], cell["first_step_s"]
     paired = {"lightning": cell["ratio"], "plain": 1.0, "accelerate": cell["ratio_accelerate"]}
+    spread = cell.get("ratio_p10_p90", {})
     rows = []
     for loop in LOOPS:
         if loop not in cell["ratio_to_fastest"]:
@@ -82,6 +83,7 @@ def cell_rows(cell: dict[str, Any]) -> list[list[str]]:
                 f"{median * 1e3:.1f}",
                 f"{cell['ratio_to_fastest'][loop]:.3f}",
                 f"{paired[loop]:.3f}",
+                "–".join(f"{v:.3f}" for v in spread[loop]) if loop in spread else "",
                 f"{cell['system_s'][loop] * 1e3:.0f}",
                 f"{firsts[loop]:.2f}",
                 f"{firsts_cpu[loop]:.2f}",
@@ -95,7 +97,8 @@ def write(record: dict[str, Any], results: Path) -> str:
     results.mkdir(parents=True, exist_ok=True)
     path = results / "overhead_peers.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    header = ["size", "precision", "B", "loop", "median ms/step", "x fastest", "x plain (paired)", "of it kernel ms"]
+    header = ["size", "precision", "B", "loop", "median ms/step", "x fastest", "x plain (paired)", "p10–p90"]
+    header += ["of it kernel ms"]
     header += ["first step s (wall)", "first step s (CPU)"]
     rows = [row for cell in record["cells"] for row in cell_rows(cell)]
     cuda = record.get("device", "cpu") == "cuda"
@@ -106,11 +109,12 @@ def write(record: dict[str, Any], results: Path) -> str:
     lines = [
         f"# Lightning against plain PyTorch and Accelerate: training step on {where}",
         "",
-        f"Step times on {clock}, over the Lightning (not the bare) fits; `x fastest`: median step "
-        "over the fastest loop's; `x plain (paired)`: median over steps of loop_i / plain_i, the plain step run "
-        "right after. Time to the first step: setup (Trainer, or optimizer and scheduler, or Accelerator and "
-        "prepare) plus the first step, median over counted fits. `of it kernel ms`: the kernel's CPU time in a step "
-        "(page faults on freshly mapped memory), median over every counted step. Accelerate "
+        f"Step times on {clock}, over the Lightning (not the bare) fits; `x fastest`: median step over the fastest "
+        "loop's; `x plain (paired)`: median over steps of loop_i / plain_i, the plain step run right after, and "
+        "`p10–p90` the spread of those per-step ratios. Time to the first step: setup (Trainer, or optimizer and "
+        "scheduler, or Accelerator and prepare) plus the first step, median over counted fits. `of it kernel ms`: "
+        "the kernel's CPU time in a step (page faults on freshly mapped memory), median over every counted step. "
+        "Accelerate "
         f"{record['accelerate_version']}, Lightning {record['provenance']['packages'].get('lightning')}.",
         "",
         format_table(header, rows, "md"),

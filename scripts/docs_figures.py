@@ -358,6 +358,7 @@ def _peer_rows(name: str) -> list[list[str]]:
     rows = []
     for cell in load(name)["cells"]:
         paired = {"lightning": cell["ratio"], "plain": 1.0, "accelerate": cell["ratio_accelerate"]}
+        spread = cell.get("ratio_p10_p90", {})
         for loop in ("lightning", "plain", "accelerate"):
             if loop not in cell["ratio_to_fastest"]:
                 continue
@@ -369,22 +370,23 @@ def _peer_rows(name: str) -> list[list[str]]:
             )
             rows.append([cell["size"], f"`{cell['precision']}`", str(cell["batch_size"]), label,
                          f"{1000 * median:.1f}", f"{cell['ratio_to_fastest'][loop]:.3f}", f"{paired[loop]:.3f}",
+                         "–".join(f"{v:.3f}" for v in spread[loop]) if loop in spread else "not recorded",
                          f"{cell['first_step_wall_s'][loop]:.2f}"])  # fmt: skip
     return rows
 
 
-PEER_HEADER = ["size", "precision", "batch", "loop", "step ms", "x fastest", "x plain, step by step",
+PEER_HEADER = ["size", "precision", "batch", "loop", "step ms", "x fastest", "x plain, step by step", "p10–p90",
                "first step s"]  # fmt: skip
 
 
 def overhead_peers() -> tuple[str, list[str]]:
     name = "overhead_peers.json"
-    return table(PEER_HEADER, _peer_rows(name), "lllrrrrr"), [name]
+    return table(PEER_HEADER, _peer_rows(name), "lllrrrrrr"), [name]
 
 
 def overhead_peers_h200() -> tuple[str, list[str]]:
     name = "amp_h200/overhead_peers.json"
-    return table(PEER_HEADER, _peer_rows(name), "lllrrrrr"), [name]
+    return table(PEER_HEADER, _peer_rows(name), "lllrrrrrr"), [name]
 
 
 def activation_memory() -> tuple[str, list[str]]:

@@ -24,7 +24,7 @@ from mmfuse.bench.config import AmpSweepConfig, PrecisionPlan, get_precision
 from mmfuse.bench.flops import PeakFlops, count_step_flops, mfu, peak_flops
 from mmfuse.bench.precision import TrainStep, precision_mode, skip_reason, synthetic_batches
 from mmfuse.bench.sizes import ModelSize, build_size_model, get_size
-from mmfuse.bench.timing import PeakMemory, time_steps
+from mmfuse.bench.timing import PeakMemory, p10_p90, time_steps
 from mmfuse.models import ImageTextModel
 from mmfuse.types import Batch
 
@@ -205,7 +205,7 @@ def _measure_cell(
         timing = time_steps(step, batches, device, cfg.warmup, cfg.steps, cfg.repeats, cfg.cell_seconds)
     skipped, final_scale = step.scaler_stats()
     median = statistics.median(timing.seconds)
-    p10, p90 = _p10_p90(timing.seconds)
+    p10, p90 = p10_p90(timing.seconds)
     peak = _peak(plan.peak_kind, str(device), cfg.peak_matmul_side)
     return dataclasses.replace(
         result,
@@ -229,13 +229,6 @@ def _measure_cell(
         scaler_final_scale=final_scale,
         final_loss=float(timing.losses[-1]),
     )
-
-
-def _p10_p90(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return values[0], values[0]
-    cuts = statistics.quantiles(values, n=10, method="inclusive")
-    return cuts[0], cuts[-1]
 
 
 def _release(prepared: PreparedModel, device: torch.device) -> None:

@@ -55,7 +55,7 @@ from mmfuse.bench.peer_loops import (
 )
 from mmfuse.bench.precision import synthetic_batches
 from mmfuse.bench.sizes import ModelSize
-from mmfuse.bench.timing import release_memory
+from mmfuse.bench.timing import p10_p90, release_memory
 from mmfuse.config import MODEL_KEYS
 from mmfuse.types import Batch
 
@@ -86,6 +86,8 @@ class OverheadResult:
             Lightning step).
         ratio_bare: the same for ``lightning_bare`` (module logging and metrics removed); None when not run.
         ratio_accelerate: median over the counted steps of every fit of accelerate_i / plain_i; None when not run.
+        ratio_p10_p90: the 10th and 90th percentiles of those per-step ratios, by loop (``lightning``,
+            ``lightning_bare``, ``accelerate``): the spread the medians come from.
         ratio_to_fastest: ``lightning``, ``plain`` and ``accelerate``: the median step of each in the ``lightning``
             fits over the smallest of them (1.0 = the fastest loop).
         first_step_s: median over counted fits of each loop's time to its first step (``lightning``,
@@ -116,6 +118,7 @@ class OverheadResult:
     ratio_bare: float | None = None
     ratio_accelerate: float | None = None
     ratio_to_fastest: dict[str, float] = field(default_factory=dict)
+    ratio_p10_p90: dict[str, tuple[float, float]] = field(default_factory=dict)
     first_step_s: dict[str, float] = field(default_factory=dict)
     first_step_wall_s: dict[str, float] = field(default_factory=dict)
     system_s: dict[str, float] = field(default_factory=dict)
@@ -328,14 +331,16 @@ def _summarise(result: OverheadResult, samples: dict[str, dict[str, list[float]]
             (loop if loop == variant else f"{loop} ({variant})"): statistics.median(s) for loop, s in loops.items()
         }
     paired = {variant: list(zip(loops[variant], loops["plain"])) for variant, loops in samples.items()}
-    ratios = {variant: statistics.median(lit / p for lit, p in pairs) for variant, pairs in paired.items()}
+    per_step = {variant: [lit / p for lit, p in pairs] for variant, pairs in paired.items()}
+    ratios = {variant: statistics.median(values) for variant, values in per_step.items()}
     extra_s = {variant: statistics.median(lit - p for lit, p in pairs) for variant, pairs in paired.items()}
     ratio_accelerate = None
     accelerate = [pair for loops in samples.values() for pair in zip(loops.get("accelerate", []), loops["plain"])]
     if accelerate:  # the peers' steps of every fit, pooled: they do not depend on the Lightning variant
         step_s |= {"accelerate": statistics.median(a for a, _ in accelerate)}
         step_s |= {"plain": statistics.median(p for _, p in accelerate)}
-        ratio_accelerate = statistics.median(a / p for a, p in accelerate)
+        per_step["accelerate"] = [a / p for a, p in accelerate]
+        ratio_accelerate = statistics.median(per_step["accelerate"])
         extra_s["accelerate"] = statistics.median(a - p for a, p in accelerate)
     medians = {loop: statistics.median(s) for loop, s in samples["lightning"].items()}
     return dataclasses.replace(
@@ -346,6 +351,7 @@ def _summarise(result: OverheadResult, samples: dict[str, dict[str, list[float]]
         ratio_bare=ratios.get("lightning_bare"),
         ratio_accelerate=ratio_accelerate,
         ratio_to_fastest={loop: seconds / min(medians.values()) for loop, seconds in medians.items()},
+        ratio_p10_p90={loop: p10_p90(values) for loop, values in per_step.items()},
         metric_update_s=metric_s,
         meets_target=ratios["lightning"] <= result.target,
     )

@@ -185,7 +185,9 @@ def _overhead_section(overhead: dict[str, Any] | None) -> list[str]:
         if steps.get(name) is None:
             continue
         row = [name, _fmt(steps.get(name), ".2f", 1e3), _fmt(steps.get(plain), ".2f", 1e3)]
-        rows.append([*row, _fmt(extra.get(name), ".2f", 1e3), _fmt(ratio, ".3f")])
+        spread = (overhead.get("ratio_p10_p90") or {}).get(name)
+        spread_text = "" if spread is None else f"{spread[0]:.3f}–{spread[1]:.3f}"
+        rows.append([*row, _fmt(extra.get(name), ".2f", 1e3), _fmt(ratio, ".3f"), spread_text])
     verdict = "meets" if overhead["meets_target"] else "misses"
     bare = overhead.get("ratio_bare")
     text = (
@@ -202,7 +204,7 @@ def _overhead_section(overhead: dict[str, Any] | None) -> list[str]:
         text += " Time to the first step (wall): " + ", ".join(f"{k} {v:.2f} s" for k, v in firsts.items()) + "."
     for name, reason in (overhead.get("skipped") or {}).items():
         text += f" {name} not run: {reason}."
-    header = ["loop", "median ms/step", "paired plain ms/step", "median extra ms/step", "ratio to plain"]
+    header = ["loop", "median ms/step", "paired plain ms/step", "median extra ms/step", "ratio to plain", "p10–p90"]
     return ["## Lightning overhead", "", text, "", format_table(header, rows, "md"), ""]
 
 

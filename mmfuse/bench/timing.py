@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import itertools
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from mmfuse.types import Batch
 
-__all__ = ["PeakMemory", "StepTimes", "release_memory", "synchronize", "time_steps"]
+__all__ = ["PeakMemory", "StepTimes", "p10_p90", "release_memory", "synchronize", "time_steps"]
 
 
 @dataclass
@@ -106,6 +107,14 @@ class PeakMemory:
             return int(torch.cuda.max_memory_allocated(self.device))
         peak = _proc_status_bytes("VmHWM")
         return None if self.kind == "unavailable" or peak is None else max(0, peak - self._rss_start)
+
+
+def p10_p90(values: list[float]) -> tuple[float, float]:
+    """The 10th and 90th percentiles of ``values`` (inclusive method); the one value twice when there is one."""
+    if len(values) < 2:
+        return values[0], values[0]
+    cuts = statistics.quantiles(values, n=10, method="inclusive")
+    return cuts[0], cuts[-1]
 
 
 def release_memory() -> None:

@@ -28,6 +28,9 @@ def test_measure_overhead_reports_all_loops() -> None:
     assert set(result.first_step_s) == set(result.first_step_wall_s) == {"lightning", "lightning_bare", "plain"}
     assert set(result.ratio_to_fastest) == {"lightning", "plain"} and min(result.ratio_to_fastest.values()) == 1.0
     assert set(result.system_s) == {"lightning", "lightning_bare", "plain"}
+    assert set(result.ratio_p10_p90) == {"lightning", "lightning_bare"}
+    low, high = result.ratio_p10_p90["lightning"]
+    assert low <= result.ratio <= high  # the median lies inside its own spread
 
 
 def test_accelerate_is_a_third_peer() -> None:
@@ -45,3 +48,6 @@ def test_accelerate_is_a_third_peer() -> None:
     assert set(result.first_step_s) == {"lightning", "plain", "accelerate"}
     assert all(seconds > 0 for seconds in result.first_step_wall_s.values())
     assert set(result.system_s) == {"lightning", "plain", "accelerate"}
+    assert result.ratio_accelerate is not None
+    low, high = result.ratio_p10_p90["accelerate"]
+    assert low <= result.ratio_accelerate <= high
