@@ -11,7 +11,7 @@ that matters):
 * pipeline: the configured training loader (its batch size and ``num_workers``) iterated without a model: decode,
   resize, tokenise, collate; 2 warm-up batches (worker start-up) excluded.
 * training: forward, backward and AdamW step of the experiment's task objective on batches already in memory
-  (the loss the LightningModule computes, without Lightning's ~1 % overhead, see ``lightning_overhead_cpu.json``);
+  (the loss the LightningModule computes, without Lightning's per-step overhead, see ``overhead_peers.json``);
   2 warm-up steps excluded.
 
 Each is timed ``--repeats`` times, alternating, and the median reported: the machine is shared, so a single timing

@@ -47,8 +47,6 @@ NEEDS_RERUN: dict[str, str] = {
     "audit_baselines.json": OLD_MAIN,
     "audit_label_noise.json": OLD_MAIN,
     "robustness_shapes_color.json": OLD_MAIN,
-    "step_time_cpu.json": OLD_MAIN,
-    "lightning_overhead_cpu.json": OLD_MAIN + " (bench size `small`)",
     "export_latency.json": OLD_MAIN,
     "data_vs_train.json": OLD_MAIN + "; the Flickr8k config changed since",
 }
@@ -368,9 +366,10 @@ def _peer_rows(name: str) -> list[list[str]]:
                 if loop == "lightning"
                 else {"plain": "plain PyTorch", "accelerate": "Accelerate"}[loop]
             )
+            band = "–".join(f"{v:.3f}" for v in spread.get(loop, [])) or "not recorded"
             rows.append([cell["size"], f"`{cell['precision']}`", str(cell["batch_size"]), label,
                          f"{1000 * median:.1f}", f"{cell['ratio_to_fastest'][loop]:.3f}", f"{paired[loop]:.3f}",
-                         "–".join(f"{v:.3f}" for v in spread[loop]) if loop in spread else "not recorded",
+                         "–" if loop == "plain" else band,
                          f"{cell['first_step_wall_s'][loop]:.2f}"])  # fmt: skip
     return rows
 
