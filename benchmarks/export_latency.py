@@ -13,25 +13,17 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from mmfuse.export import FORMATS, export_model
+from mmfuse.provenance import collect_provenance
 from mmfuse.training.cli import build_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = ["--trainer.devices=1", "--trainer.strategy=auto"]
-
-
-def git_state() -> dict[str, Any]:
-    """The commit the numbers were measured at, and whether the tree had local changes."""
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout
-    return {"git_commit": sha, "git_dirty": bool(dirty)}
 
 
 def main() -> None:
@@ -45,6 +37,7 @@ def main() -> None:
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
+    args.config = args.config.resolve()  # relative to the working directory, recorded relative to the repo
     cli = build_from_config(args.config, OVERRIDES)  # seeds everything with the experiment's seed
     model = cli.model.model.eval()
     with tempfile.TemporaryDirectory(prefix="mmfuse-export-") as tmp:
@@ -66,17 +59,19 @@ def main() -> None:
         "overrides": OVERRIDES,
         "seed": cli.config["seed_everything"],
         "resolved_config": {key: cli.config.as_dict()[key] for key in ("model", "data")},
-        "device": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
         "python": platform.python_version(),
-        **git_state(),
+        "provenance": collect_provenance(repo_dir=REPO, seed=cli.config["seed_everything"]),
         "report": report,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / "export_latency.json"
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    header = f"Config `{payload['config']}` at {payload['git_commit'][:10]}{' (dirty)' if payload['git_dirty'] else ''}"
+    git, hw = payload["provenance"]["git"], payload["provenance"]["hardware"]
+    header = (
+        f"Config `{payload['config']}` at {str(git.get('commit', '?'))[:10]}{' (dirty)' if git.get('dirty') else ''}; "
+        f"{hw.get('processor')}, {hw.get('cpu_count')} logical CPUs; CPU flags {', '.join(hw.get('cpu_flags') or [])}"
+    )
     markdown = markdown.replace(markdown.splitlines()[0], f"# Export latency: {payload['config']}\n\n{header}.", 1)
     out.with_suffix(".md").write_text(markdown)
     print(markdown)

@@ -47,13 +47,10 @@ NEEDS_RERUN: dict[str, str] = {
     "audit_baselines.json": OLD_MAIN,
     "audit_label_noise.json": OLD_MAIN,
     "robustness_shapes_color.json": OLD_MAIN,
-    "export_latency.json": OLD_MAIN,
     "data_vs_train.json": OLD_MAIN + "; the Flickr8k config changed since",
 }
 # Files of which only a part is stale: the docs cite the rest.
-PARTLY_STALE: dict[str, str] = {
-    "amp_cpu/amp.json": "size `small` " + OLD_MAIN.removeprefix("measured ") + "; size `tiny` is current",
-}
+PARTLY_STALE: dict[str, str] = {}
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
@@ -406,7 +403,7 @@ def activation_memory() -> tuple[str, list[str]]:
 
 def bf16_by_cpu() -> tuple[str, list[str]]:
     """``bf16-mixed`` and ``bf16-true`` against ``32-true`` on every CPU an AMP result was measured on, keyed by the
-    processor's bf16 units (current sizes only: ``small`` of ``amp_cpu`` measured an older model)."""
+    processor's bf16 units."""
     names = ["amp_quick_cpu/amp.json", "amp_cpu/amp.json"]
     rows = []
     for name in names:
@@ -416,8 +413,7 @@ def bf16_by_cpu() -> tuple[str, list[str]]:
         units = ", ".join(f for f in flags or [] if "bf16" in f or "fp16" in f or f == "avx2") if flags else ""
         units = units or ("none of AVX512-BF16, AMX-BF16" if flags else "not recorded (earlier result)")
         for cell in data["cells"]:
-            stale = name == "amp_cpu/amp.json" and cell["size"] != "tiny"
-            if cell["precision"] != "32-true" or cell["status"] != "ok" or stale:
+            if cell["precision"] != "32-true" or cell["status"] != "ok":
                 continue
             same = [c for c in data["cells"] if (c["size"], c["batch_size"]) == (cell["size"], cell["batch_size"])]
             speed = {c["precision"]: c["speedup_vs_32_true"] for c in same if c["status"] == "ok"}
