@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mmfuse.commands import run_command
+    from mmfuse.provenance import collect_provenance
 
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         argv = ["robustness", "--config", args.config, "--ckpt", args.ckpt, "--out", tmp, "--n", str(args.n)]
@@ -46,14 +45,11 @@ def main() -> None:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         report = json.loads((Path(tmp) / "robustness.json").read_text())
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
         report["benchmark"] = {
             "command": " ".join(["python", "benchmarks/robustness_shapes.py", *sys.argv[1:]]),
             "probe_seconds": round(seconds, 1),
-            "git_commit": sha,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
             "threads": torch.get_num_threads(),
+            "provenance": collect_provenance(repo_dir=REPO, seed=args.seed),
         }  # fmt: skip
         stem = f"robustness_{args.name}"
         (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+import yaml
 
+from mmfuse.provenance import collect_provenance
 from mmfuse.tables import format_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,25 +58,10 @@ def run_experiment(name: str, out_dir: Path, extra: list[str]) -> dict:
     }
 
 
-def environment() -> dict:
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout)
-    import lightning
-    import timm
-    import transformers
-
-    return {
-        "git_commit": sha,
-        "git_dirty": dirty,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "timm": timm.__version__,
-        "transformers": transformers.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": torch.multiprocessing.cpu_count(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+def provenance(run_dir: Path) -> dict:
+    """Commit, packages, processor and CPU flags, and the run's seed (from the ``config.yaml`` it saved)."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    return collect_provenance(repo_dir=REPO, seed=(config or {}).get("seed_everything"))
 
 
 def main() -> None:
@@ -89,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     fresh = {name: run_experiment(name, args.out, args.extra) for name in args.only}
     for row in fresh.values():
-        row["environment"], row["overrides"] = environment(), args.extra
+        row["provenance"], row["overrides"] = provenance(Path(row["run_dir"])), args.extra
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{args.name}.json"
     previous = {r["experiment"]: r for r in json.loads(path.read_text())["results"]} if path.is_file() else {}

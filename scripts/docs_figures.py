@@ -43,10 +43,7 @@ INLINE = re.compile(r"<!-- fig (?P<file>\S+) (?P<path>.+?) (?P<fmt>\S+) -->(?P<v
 # the benchmarks page next to the file.
 OLD_MAIN = "measured on the previous main model (8 x 8 image tokens, `num_stages: 3`)"
 NEEDS_RERUN: dict[str, str] = {
-    "shapes_baselines.json": OLD_MAIN,
-    "audit_baselines.json": OLD_MAIN,
     "audit_label_noise.json": OLD_MAIN,
-    "robustness_shapes_color.json": OLD_MAIN,
     "data_vs_train.json": OLD_MAIN + "; the Flickr8k config changed since",
 }
 # Files of which only a part is stale: the docs cite the rest.
