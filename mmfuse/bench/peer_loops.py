@@ -65,9 +65,11 @@ def clock_marks(device: torch.device) -> tuple[float, float]:
 
 
 def plain_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW without decay on biases and norm weights plus the warm-up schedule, stepped every optimizer step:
-    the settings of ``FusionLitModule.configure_optimizers``, for a loop without Lightning."""
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+    """AdamW with ``cfg``'s learning rate, betas and weight decay (none on biases and norm weights), and the
+    module's schedule (:func:`~mmfuse.training.optim.warmup_schedule`), stepped every optimizer step: the work of
+    ``FusionLitModule.configure_optimizers`` for a loop without Lightning (whose
+    :func:`~mmfuse.training.optim.param_groups` also exempts embeddings from decay, the same arithmetic per step)."""
+    from mmfuse.training.optim import warmup_schedule
 
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -75,12 +77,9 @@ def plain_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int) 
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=cfg.betas,
-        fused=getattr(cfg, "fused", None),  # a newer OptimConfig field; None is PyTorch's default
+        fused=cfg.fused,
     )
-    warmup = int(cfg.warmup_ratio * total_steps)
-    if cfg.schedule == "cosine":
-        return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    return optimizer, get_constant_schedule_with_warmup(optimizer, warmup)
+    return optimizer, warmup_schedule(optimizer, cfg, total_steps)
 
 
 def accelerate_missing() -> str | None:

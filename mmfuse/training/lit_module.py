@@ -15,7 +15,6 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from mmfuse._compat import quiet_eval_mode_warning, should_update_logs
 from mmfuse.config import (
@@ -34,7 +33,7 @@ from mmfuse.models import ImageTextModel
 from mmfuse.tasks import Stage, build_objective, epoch_values
 from mmfuse.training.callbacks import EMAWeights, EncoderFreezeSchedule
 from mmfuse.training.checkpointing import UnsafeCheckpointError
-from mmfuse.training.optim import check_optim_config, param_groups
+from mmfuse.training.optim import check_optim_config, param_groups, warmup_schedule
 from mmfuse.types import Batch, DataSpec
 
 __all__ = ["FusionLitModule"]
@@ -197,12 +196,7 @@ class FusionLitModule(L.LightningModule):
         cosine or constant, stepped every optimizer step."""
         cfg = self.optim
         optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=cfg.betas, fused=cfg.fused)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(cfg.warmup_ratio * total)
-        if cfg.schedule == "cosine":
-            scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
-        else:
-            scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
+        scheduler = warmup_schedule(optimizer, cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:

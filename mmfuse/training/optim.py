@@ -17,6 +17,7 @@ import timm
 import torch
 from timm.models import group_parameters
 from torch import nn
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from mmfuse.config import OptimConfig
 from mmfuse.encoders import HFTextEncoder, TimmVisionEncoder, TimmVisionEncoderConfig, encoder_backbone
@@ -24,7 +25,7 @@ from mmfuse.encoders.timm_vision import first_line
 from mmfuse.errors import ConfigError
 from mmfuse.models import ImageTextModel
 
-__all__ = ["check_optim_config", "encoder_layers", "param_groups"]
+__all__ = ["check_optim_config", "encoder_layers", "param_groups", "warmup_schedule"]
 
 
 def param_groups(model: ImageTextModel, cfg: OptimConfig) -> list[dict[str, Any]]:
@@ -70,6 +71,15 @@ def param_groups(model: ImageTextModel, cfg: OptimConfig) -> list[dict[str, Any]
             )
             group["params"].append(p)
     return list(groups.values())
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> Any:
+    """The learning-rate schedule of ``cfg``, stepped every optimizer step: linear warm-up over
+    ``cfg.warmup_ratio`` of ``total_steps``, then cosine decay to zero (``schedule: cosine``) or constant."""
+    warmup = int(cfg.warmup_ratio * total_steps)
+    if cfg.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
 def check_optim_config(model: ImageTextModel, cfg: OptimConfig) -> None:
